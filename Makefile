@@ -1,0 +1,27 @@
+# Two entry points do all the set-up on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+.PHONY: install demo test lint clean
+
+# Create .venv when missing and install the project with every extra, CPU builds pinned (constraints/ci.txt).
+$(STAMP): pyproject.toml constraints/ci.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints/ci.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gates harness reports tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

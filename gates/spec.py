@@ -1,0 +1,262 @@
+"""Framework-free specification of the four gates.
+
+Everything that is not a tensor operation lives here, once, for both frameworks: gate names, hyper-parameters and
+their checks, the DSelect-k binary codes, the hard-concrete constants, parameter names and shapes, and the seeded
+initialisation. ``gates.torch`` and ``gates.tf`` only create weights from these specs and write the forwards.
+
+Axis legend used in shapes throughout the package:
+``b`` batch, ``p`` routing-input width, ``n`` experts, ``k`` selectors / non-zeros, ``m = ceil(log2 n)`` code bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+GATE_NAMES: tuple[str, ...] = ("softmax", "topk", "dselect_k", "hard_concrete")
+
+# Hard concrete (Louizos, Welling & Kingma 2018): stretch limits (gamma, zeta) and temperature beta.
+HARD_CONCRETE_LIMITS: tuple[float, float] = (-0.1, 1.1)
+HARD_CONCRETE_BETA: float = 2.0 / 3.0
+# Uniform noise for a training sample is drawn from U(eps, 1 - eps) so that log(u) and log(1 - u) stay finite.
+HARD_CONCRETE_EPS: float = 1e-6
+# DSelect-k entropy regulariser: H(r) = -sum r log(r + ENTROPY_EPS).
+ENTROPY_EPS: float = 1e-6
+# Top-k load balancing: CV^2 = var / (mean^2 + CV_EPS), population variance.
+CV_EPS: float = 1e-10
+
+# Hyper-parameters each gate accepts, with defaults. Regularisation weights default to 0: a gate's loss is opt-in.
+HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "softmax": {},
+    "topk": {"noisy": False, "load_balance": 0.0},
+    "dselect_k": {"gamma": 1.0, "entropy_reg": 0.0},
+    "hard_concrete": {"beta": HARD_CONCRETE_BETA, "limits": HARD_CONCRETE_LIMITS, "l0_reg": 0.0},
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Argument checks. Each raises ValueError naming the argument, what was expected and what was given.
+# --------------------------------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_gate_name(name: Any) -> str:
+    if name not in GATE_NAMES:
+        raise ValueError(f"name: expected one of {', '.join(GATE_NAMES)}; got {name!r}")
+    return name
+
+
+def check_num_experts(num_experts: Any) -> int:
+    if not _is_int(num_experts) or num_experts < 2:
+        raise ValueError(f"num_experts: expected an integer >= 2; got {num_experts!r}")
+    return int(num_experts)
+
+
+def check_k(k: Any, num_experts: int) -> int:
+    if not _is_int(k) or not 1 <= k <= num_experts:
+        raise ValueError(f"k: expected an integer in [1, num_experts={num_experts}]; got {k!r}")
+    return int(k)
+
+
+def check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name}: expected a positive number; got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a positive finite number; got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name}: expected a number >= 0; got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_limits(limits: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in limits)
+    except (TypeError, ValueError):
+        raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
+        raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}")
+    return lo, hi
+
+
+def check_input_dim(input_dim: Any) -> int | None:
+    if input_dim is None:
+        return None
+    if not _is_int(input_dim) or input_dim < 1:
+        raise ValueError(f"input_dim: expected None (static gate) or an integer >= 1; got {input_dim!r}")
+    return int(input_dim)
+
+
+def check_last_dim(name: str, shape: Sequence[int | None], expected: int) -> None:
+    shape = tuple(shape)
+    if len(shape) == 0 or shape[-1] != expected:
+        raise ValueError(f"{name}: expected last dimension {expected}; got shape {shape}")
+
+
+def check_min_rank(name: str, shape: Sequence[int | None], rank: int, legend: str) -> None:
+    if len(tuple(shape)) < rank:
+        raise ValueError(f"{name}: expected shape {legend} (rank >= {rank}); got shape {tuple(shape)}")
+
+
+def check_same_shape(name: str, shape: Sequence[int | None], expected: Sequence[int | None], of: str) -> None:
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{name}: expected the shape of {of}, {tuple(expected)}; got {tuple(shape)}")
+
+
+def check_unit_interval_open(name: str, lo: float, hi: float) -> None:
+    """``lo`` and ``hi`` are the smallest and largest value of the array ``name``."""
+    if not (lo > 0.0 and hi < 1.0):
+        raise ValueError(f"{name}: expected values in the open interval (0, 1); got values in [{lo}, {hi}]")
+
+
+def check_finite_array(name: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name}: expected finite values; got {bad} non-finite of {np.size(array)}")
+
+
+def check_dtype(dtype: Any) -> str:
+    name = str(np.dtype(dtype)) if dtype in ("float32", "float64", np.float32, np.float64) else str(dtype)
+    if name not in ("float32", "float64", "bfloat16"):
+        raise ValueError(f"dtype: expected 'float32', 'float64' or 'bfloat16'; got {dtype!r}")
+    return name
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DSelect-k codes.
+# --------------------------------------------------------------------------------------------------------------
+def num_code_bits(num_experts: int) -> int:
+    """``m = ceil(log2 n)``: the number of bits of a DSelect-k selector."""
+    num_experts = check_num_experts(num_experts)
+    return max(1, (num_experts - 1).bit_length())
+
+
+def is_power_of_two(num_experts: int) -> bool:
+    return num_experts & (num_experts - 1) == 0
+
+
+def binary_codes(num_experts: int) -> np.ndarray:
+    """``(n, m)`` 0/1 matrix: row ``i`` is the ``m``-bit code of ``i``, most significant bit first."""
+    m = num_code_bits(num_experts)
+    shifts = np.arange(m - 1, -1, -1)
+    return ((np.arange(num_experts)[:, None] >> shifts[None, :]) & 1).astype(np.int8)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gate configuration: hyper-parameters, parameter names, shapes and initialisation.
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateConfig:
+    """What a gate is: its kind, sizes and hyper-parameters (checked on construction).
+
+    ``input_dim=None`` is a static (task-only) gate whose logits are free parameters; an integer makes a
+    per-example gate whose logits are ``x @ kernel + bias`` for ``x`` of shape ``(b, input_dim)``.
+    """
+
+    name: str
+    num_experts: int
+    k: int
+    input_dim: int | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_gate_name(self.name)
+        n = check_num_experts(self.num_experts)
+        check_k(self.k, n)
+        check_input_dim(self.input_dim)
+        defaults = HPARAM_DEFAULTS[self.name]
+        unknown = sorted(set(self.hparams) - set(defaults))
+        if unknown:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise ValueError(f"hparams: unknown for gate {self.name!r}: {', '.join(unknown)} (allowed: {allowed})")
+        merged = {**defaults, **self.hparams}
+        if self.name == "dselect_k":
+            merged["gamma"] = check_positive("gamma", merged["gamma"])
+            merged["entropy_reg"] = check_nonnegative("entropy_reg", merged["entropy_reg"])
+        elif self.name == "hard_concrete":
+            merged["beta"] = check_positive("beta", merged["beta"])
+            merged["limits"] = check_limits(merged["limits"])
+            merged["l0_reg"] = check_nonnegative("l0_reg", merged["l0_reg"])
+        elif self.name == "topk":
+            if not isinstance(merged["noisy"], (bool, np.bool_)):
+                raise ValueError(f"noisy: expected True or False; got {merged['noisy']!r}")
+            merged["noisy"] = bool(merged["noisy"])
+            merged["load_balance"] = check_nonnegative("load_balance", merged["load_balance"])
+        object.__setattr__(self, "hparams", merged)
+
+    @property
+    def per_example(self) -> bool:
+        return self.input_dim is not None
+
+    @property
+    def num_bits(self) -> int:
+        return num_code_bits(self.num_experts)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes, identical in both frameworks."""
+        n, k, p = self.num_experts, self.k, self.input_dim
+        if self.name == "dselect_k":
+            m = self.num_bits
+            if p is None:
+                return {"z_logits": (k, m), "w_logits": (k,)}
+            return {"z_kernel": (p, k * m), "z_bias": (k * m,), "w_kernel": (p, k), "w_bias": (k,)}
+        shapes = {"logits": (n,)} if p is None else {"kernel": (p, n), "bias": (n,)}
+        if self.name == "topk" and self.hparams["noisy"]:
+            shapes.update({"noise_logits": (n,)} if p is None else {"noise_kernel": (p, n)})
+        if self.name == "hard_concrete":
+            shapes = {("log_alpha" if key == "logits" else key): s for key, s in shapes.items()}
+        return shapes
+
+    def init_params(self, rng: np.random.Generator | int | None = 0) -> dict[str, np.ndarray]:
+        """Initial parameters as float64 NumPy arrays, drawn from a seeded generator in a fixed order.
+
+        DSelect-k (paper and reference layer): ``z`` parameters ``~ U(-gamma/100, gamma/100)`` so every bit starts
+        in the middle of the smooth-step band, ``w`` parameters ``~ U(-0.05, 0.05)``: training starts near
+        ``q = 1/n``. Other gates: static logits ``~ U(-0.05, 0.05)``; per-example kernels
+        ``~ U(-1/sqrt(p), 1/sqrt(p))`` (the usual fan-in rule), biases 0; Top-k noise parameters 0 (Shazeer et al.).
+        """
+        rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+        out: dict[str, np.ndarray] = {}
+        for key, shape in self.param_shapes().items():
+            if key.startswith("z_"):
+                bound = self.hparams["gamma"] / 100.0
+                out[key] = rng.uniform(-bound, bound, size=shape)
+            elif key.startswith("w_") or key in ("logits", "log_alpha"):
+                out[key] = rng.uniform(-0.05, 0.05, size=shape)
+            elif key == "kernel":
+                bound = 1.0 / math.sqrt(self.input_dim or 1)
+                out[key] = rng.uniform(-bound, bound, size=shape)
+            else:  # bias, noise_logits, noise_kernel
+                out[key] = np.zeros(shape)
+        return out
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Validate a parameter dict (names, shapes, finiteness) and return float64 copies."""
+        shapes = self.param_shapes()
+        missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+        if missing or extra:
+            raise ValueError(
+                f"params: expected exactly the keys {sorted(shapes)}; missing {missing}, unexpected {extra}"
+            )
+        out = {}
+        for key, shape in shapes.items():
+            arr = np.asarray(params[key], dtype=np.float64)
+            if arr.shape != shape:
+                raise ValueError(f"params[{key!r}]: expected shape {shape}; got {arr.shape}")
+            check_finite_array(f"params[{key!r}]", arr)
+            out[key] = arr
+        return out
+
+
+def make_config(name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any) -> GateConfig:
+    return GateConfig(name=name, num_experts=num_experts, k=k, input_dim=input_dim, hparams=hparams)

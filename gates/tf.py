@@ -1,0 +1,298 @@
+"""TensorFlow gates: the functional core and ``make_gate`` Keras layers. Reads line by line against ``gates/torch.py``.
+
+Shapes: ``b`` batch, ``p`` routing-input width, ``n`` experts, ``k`` selectors, ``m = ceil(log2 n)``, ``N = 2^m``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import spec
+from ._dselect_tf import dselect_k_fused
+
+__all__ = [
+    "softmax_weights",
+    "topk_weights",
+    "smooth_step",
+    "dselect_k_selectors",
+    "dselect_k_weights",
+    "dselect_k_entropy",
+    "dselect_k_unreachable_penalty",
+    "hard_concrete_gates",
+    "hard_concrete_weights",
+    "hard_concrete_l0",
+    "load_balance_cv2",
+    "make_gate",
+    "Gate",
+    "DSELECT_K_IMPLS",
+]
+
+DSELECT_K_IMPLS = ("auto", "fused", "bitwise", "reference")
+
+
+def softmax_weights(logits: tf.Tensor) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: ``softmax(l)``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def topk_weights(logits: tf.Tensor, k: int) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: softmax over the ``k`` largest logits, exact zeros elsewhere.
+
+    Ties at the k-th value go to the lower expert index. A row with a NaN logit gives a NaN row.
+    """
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    k = spec.check_k(k, logits.shape[-1])
+    kth = tf.math.top_k(logits, k).values[..., -1:]  # (..., 1)
+    above = logits > kth  # (..., n)
+    tied = logits == kth  # (..., n)
+    need = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)  # (..., 1)
+    mask = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= need))  # (..., n)
+    q = tf.nn.softmax(tf.where(mask, logits, tf.constant(-np.inf, logits.dtype)), axis=-1)
+    nan_row = tf.reduce_any(tf.math.is_nan(logits), axis=-1, keepdims=True)
+    return tf.where(nan_row, tf.constant(np.nan, logits.dtype), q)
+
+
+def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
+    """Cubic smooth-step: exactly 0 below ``-gamma/2`` and 1 above ``gamma/2`` (zero gradient there)."""
+    poly = -2.0 / gamma**3 * t**3 + 1.5 / gamma * t + 0.5
+    return tf.where(t <= -gamma / 2, tf.zeros_like(t), tf.where(t >= gamma / 2, tf.ones_like(t), poly))
+
+
+def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
+    """``s (..., k, m) -> r (..., k, n)`` built bit by bit, most significant bit first: O(n) per selector."""
+    s0 = s[..., 0:1]
+    r = tf.concat([1 - s0, s0], axis=-1)  # (..., k, 2)
+    for j in range(1, s.shape[-1]):
+        sj = s[..., j : j + 1]  # (..., k, 1)
+        both = tf.stack([r * (1 - sj), r * sj], axis=-1)  # (..., k, 2^j, 2)
+        r = tf.reshape(both, tf.concat([tf.shape(r)[:-1], [-1]], axis=0))  # (..., k, 2^(j+1)); index 2i + bit
+    return r[..., :num_experts]
+
+
+def _selectors_reference(s: tf.Tensor, num_experts: int) -> tf.Tensor:
+    """The reference layer's formulation: a product over a ``(..., k, n, m)`` tensor. Kept for benchmarks."""
+    codes = tf.constant(spec.binary_codes(num_experts).astype(bool))  # (n, m)
+    s = s[..., None, :]  # (..., k, 1, m)
+    return tf.reduce_prod(tf.where(codes, s, 1 - s), axis=-1)  # (..., k, n)
+
+
+def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float]:
+    num_experts = spec.check_num_experts(num_experts)
+    gamma = spec.check_positive("gamma", gamma)
+    spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
+    spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
+    if w_logits is not None:
+        spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
+    return num_experts, gamma
+
+
+def dselect_k_selectors(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:
+    """``z_logits (..., k, m) -> r (..., k, n)``: each selector's distribution over experts."""
+    num_experts, gamma = _check_dselect_k(z_logits, None, num_experts, gamma)
+    return _selectors_bitwise(smooth_step(z_logits, gamma), num_experts)
+
+
+def dselect_k_weights(
+    z_logits: tf.Tensor, w_logits: tf.Tensor, num_experts: int, gamma: float = 1.0, impl: str = "auto"
+) -> tf.Tensor:
+    """``z_logits (..., k, m)``, ``w_logits (..., k) -> q (..., n)``: ``q = sum_i softmax(w)_i r(z_i)``.
+
+    ``impl``: ``"fused"`` (one custom gradient with an analytic backward, recomputing the selectors instead of
+    storing them), ``"bitwise"`` (plain autodiff over the bit-by-bit build), ``"reference"`` (the reference layer's
+    ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is ``"fused"``.
+    """
+    num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
+    if impl not in DSELECT_K_IMPLS:
+        raise ValueError(f"impl: expected one of {', '.join(DSELECT_K_IMPLS)}; got {impl!r}")
+    if impl in ("auto", "fused"):
+        return dselect_k_fused(z_logits, w_logits, num_experts, gamma)
+    s = smooth_step(z_logits, gamma)  # (..., k, m)
+    r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
+    alpha = tf.nn.softmax(w_logits, axis=-1)  # (..., k)
+    return tf.einsum("...k,...kn->...n", alpha, r)  # (..., n)
+
+
+def dselect_k_entropy(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:
+    """Sum over selectors of ``H(r) = -sum_e r_e log(r_e + 1e-6)``: ``(..., k, m) -> (...)``."""
+    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
+    return -tf.reduce_sum(r * tf.math.log(r + spec.ENTROPY_EPS), axis=[-2, -1])
+
+
+def dselect_k_unreachable_penalty(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:
+    """Sum over selectors of ``1 / sum_{e<n} r_e``: ``(..., k, m) -> (...)``."""
+    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
+    return tf.reduce_sum(1.0 / tf.reduce_sum(r, axis=-1), axis=-1)
+
+
+def hard_concrete_gates(
+    log_alpha: tf.Tensor,
+    u: tf.Tensor | None = None,
+    beta: float = spec.HARD_CONCRETE_BETA,
+    limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
+) -> tf.Tensor:
+    """``(..., n) -> (..., n)`` in [0, 1]. ``u=None``: deterministic test-time gate; else ``u`` is the uniform noise.
+
+    The range check of ``u`` needs its values: it runs in eager mode, not inside a ``tf.function`` trace.
+    """
+    beta = spec.check_positive("beta", beta)
+    lo, hi = spec.check_limits(limits)
+    spec.check_min_rank("log_alpha", log_alpha.shape, 1, "(..., n)")
+    if u is None:
+        s = tf.sigmoid(log_alpha)
+    else:
+        spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
+        if tf.executing_eagerly():
+            spec.check_unit_interval_open("u", float(tf.reduce_min(u)), float(tf.reduce_max(u)))
+        s = tf.sigmoid((tf.math.log(u) - tf.math.log1p(-u) + log_alpha) / beta)
+    return tf.clip_by_value(s * (hi - lo) + lo, 0.0, 1.0)
+
+
+def hard_concrete_weights(gates: tf.Tensor) -> tf.Tensor:
+    """``q = z / sum(z)``; an all-zero row stays all-zero."""
+    total = tf.reduce_sum(gates, axis=-1, keepdims=True)
+    return gates / tf.where(total > 0, total, tf.ones_like(total))
+
+
+def hard_concrete_l0(
+    log_alpha: tf.Tensor,
+    beta: float = spec.HARD_CONCRETE_BETA,
+    limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
+) -> tf.Tensor:
+    """Expected number of non-zero gates, ``(..., n) -> (...)``."""
+    beta = spec.check_positive("beta", beta)
+    lo, hi = spec.check_limits(limits)
+    return tf.reduce_sum(tf.sigmoid(log_alpha - beta * float(np.log(-lo / hi))), axis=-1)
+
+
+def load_balance_cv2(weights: tf.Tensor) -> tf.Tensor:
+    """CV^2 of per-expert importance (weights summed over the batch), population variance."""
+    importance = tf.reduce_sum(tf.reshape(weights, [-1, weights.shape[-1]]), axis=0)  # (n,)
+    mean = tf.reduce_mean(importance)
+    return tf.reduce_mean((importance - mean) ** 2) / (mean**2 + spec.CV_EPS)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Layers.
+# --------------------------------------------------------------------------------------------------------------
+class Gate(keras.layers.Layer):
+    """A gate built by ``make_gate``: owns parameters, calls the functional core.
+
+    ``gate()`` (static) or ``gate(x)`` (per-example, ``x (b, p)``) returns the expert weights ``(n,)`` or ``(b, n)``.
+    With ``training=True`` the call also sets ``gate.regularization_loss`` (a scalar tensor; 0 otherwise) and adds
+    it to ``gate.losses``. ``noise``: Top-k's standard normal noise or hard concrete's uniform ``u`` for a training
+    sample; drawn from TensorFlow's generator when omitted.
+    """
+
+    def __init__(self, config: spec.GateConfig, dtype: str = "float32", seed: Any = 0, **kwargs: Any):
+        super().__init__(dtype=spec.check_dtype(dtype), **kwargs)
+        self.config = config
+        self._params: dict[str, keras.Variable] = {}
+        for key, value in config.init_params(seed).items():
+            self._params[key] = self.add_weight(
+                shape=value.shape, initializer=keras.initializers.Constant(value), name=key, dtype=self.dtype
+            )
+        self.regularization_loss = tf.zeros((), dtype=self.compute_dtype)
+
+    # --- parameters as NumPy -------------------------------------------------------------------------------
+    def get_numpy_params(self) -> dict[str, np.ndarray]:
+        return {key: np.asarray(v.numpy(), dtype=np.float64) for key, v in self._params.items()}
+
+    def set_numpy_params(self, params: dict[str, np.ndarray]) -> None:
+        for key, value in self.config.check_params(params).items():
+            self._params[key].assign(value.astype(self.dtype))
+
+    def param(self, key: str) -> keras.Variable:
+        return self._params[key]
+
+    # --- forward ---------------------------------------------------------------------------------------------
+    def _check_x(self, x: tf.Tensor | None) -> None:
+        if self.config.per_example:
+            if x is None or len(x.shape) != 2:
+                got = None if x is None else tuple(x.shape)
+                raise ValueError(f"x: expected a tensor of shape (batch, {self.config.input_dim}); got {got}")
+            spec.check_last_dim("x", x.shape, self.config.input_dim)
+        elif x is not None:
+            raise ValueError(f"x: a static gate takes no input (input_dim=None); got shape {tuple(x.shape)}")
+
+    def _affine(self, x: tf.Tensor | None, kernel: str, bias: str | None, static: str) -> tf.Tensor:
+        if x is None:
+            return tf.convert_to_tensor(self._params[static])
+        out = tf.matmul(x, self._params[kernel])
+        return out + self._params[bias] if bias else out
+
+    def call(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None):
+        self._check_x(x)
+        cfg, h, training = self.config, self.config.hparams, bool(training)
+        reg = tf.zeros((), dtype=self.compute_dtype)
+        n, k = cfg.num_experts, cfg.k
+        if cfg.name == "dselect_k":
+            z = self._affine(x, "z_kernel", "z_bias", "z_logits")
+            if x is not None:
+                z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m); static z_logits are (k, m) already
+            w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
+            q = dselect_k_weights(z, w, n, h["gamma"])
+            if training and h["entropy_reg"] > 0:
+                reg = reg + h["entropy_reg"] * tf.reduce_mean(dselect_k_entropy(z, n, h["gamma"]))
+            if training and not spec.is_power_of_two(n):
+                reg = reg + tf.reduce_mean(dselect_k_unreachable_penalty(z, n, h["gamma"]))
+        elif cfg.name == "hard_concrete":
+            la = self._affine(x, "kernel", "bias", "log_alpha")  # (b, n) or (n,)
+            u = None
+            if training:
+                u = noise if noise is not None else _uniform_noise(la)
+            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"]))
+            if training and h["l0_reg"] > 0:
+                reg = reg + h["l0_reg"] * tf.reduce_mean(hard_concrete_l0(la, h["beta"], h["limits"]))
+        else:
+            logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
+            if cfg.name == "softmax":
+                q = softmax_weights(logits)
+            else:
+                if training and h["noisy"]:
+                    noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
+                    eps = noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
+                    spec.check_same_shape("noise", eps.shape, logits.shape, "the logits")
+                    logits = logits + eps * tf.nn.softplus(noise_l)
+                q = topk_weights(logits, k)
+                if training and h["load_balance"] > 0:
+                    reg = reg + h["load_balance"] * load_balance_cv2(q)
+        self.regularization_loss = reg
+        if training:
+            self.add_loss(reg)
+        return q
+
+    def support(self, x: tf.Tensor | None = None) -> np.ndarray:
+        """Experts with non-zero test-time weight: bool ``(n,)`` static, ``(b, n)`` per-example."""
+        return np.asarray(self(x, training=False).numpy() > 0)
+
+    def compute_output_shape(self, input_shape=None):
+        n = self.config.num_experts
+        return (n,) if input_shape is None else (input_shape[0], n)
+
+
+def _uniform_noise(like: tf.Tensor) -> tf.Tensor:
+    eps = spec.HARD_CONCRETE_EPS
+    return tf.random.uniform(tf.shape(like), eps, 1 - eps, dtype=like.dtype)
+
+
+def make_gate(
+    name: str,
+    num_experts: int,
+    k: int,
+    input_dim: int | None = None,
+    *,
+    dtype: str = "float32",
+    seed: Any = 0,
+    **hparams: Any,
+) -> Gate:
+    """Build a gate layer. ``input_dim=None``: static (task-only) gate; else per-example on ``x (b, input_dim)``.
+
+    ``seed`` (an int or ``np.random.Generator``) draws the initial parameters in NumPy, so the PyTorch gate
+    built with the same arguments starts from the same numbers. Device placement follows ``tf.device``.
+    """
+    return Gate(spec.make_config(name, num_experts, k, input_dim, **hparams), dtype=dtype, seed=seed)
