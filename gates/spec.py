@@ -29,6 +29,9 @@ ENTROPY_EPS: float = 1e-6
 # Top-k load balancing: CV^2 = var / (mean^2 + CV_EPS), population variance.
 CV_EPS: float = 1e-10
 
+# Implementations of DSelect-k in the frameworks ("auto" picks the fastest); other gates have one, "auto".
+DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "fused", "bitwise", "reference")
+
 # Hyper-parameters each gate accepts, with defaults. Regularisation weights default to 0: a gate's loss is opt-in.
 HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "softmax": {},
@@ -77,6 +80,13 @@ def check_nonnegative(name: str, value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a finite number >= 0; got {value!r}")
     return float(value)
+
+
+def check_impl(gate: str, impl: Any) -> str:
+    allowed = DSELECT_K_IMPLS if gate == "dselect_k" else ("auto",)
+    if impl not in allowed:
+        raise ValueError(f"impl: expected one of {', '.join(allowed)} for gate {gate!r}; got {impl!r}")
+    return impl
 
 
 def check_limits(limits: Any) -> tuple[float, float]:

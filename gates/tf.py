@@ -31,7 +31,7 @@ __all__ = [
     "DSELECT_K_IMPLS",
 ]
 
-DSELECT_K_IMPLS = ("auto", "fused", "bitwise", "reference")
+DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS
 
 
 def softmax_weights(logits: tf.Tensor) -> tf.Tensor:
@@ -107,8 +107,7 @@ def dselect_k_weights(
     ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is ``"fused"``.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
-    if impl not in DSELECT_K_IMPLS:
-        raise ValueError(f"impl: expected one of {', '.join(DSELECT_K_IMPLS)}; got {impl!r}")
+    spec.check_impl("dselect_k", impl)
     if impl in ("auto", "fused"):
         return dselect_k_fused(z_logits, w_logits, num_experts, gamma)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
@@ -188,9 +187,12 @@ class Gate(keras.layers.Layer):
     sample; drawn from TensorFlow's generator when omitted.
     """
 
-    def __init__(self, config: spec.GateConfig, dtype: str = "float32", seed: Any = 0, **kwargs: Any):
+    def __init__(
+        self, config: spec.GateConfig, dtype: str = "float32", seed: Any = 0, impl: str = "auto", **kwargs: Any
+    ):
         super().__init__(dtype=spec.check_dtype(dtype), **kwargs)
         self.config = config
+        self.impl = spec.check_impl(config.name, impl)
         self._params: dict[str, keras.Variable] = {}
         for key, value in config.init_params(seed).items():
             self._params[key] = self.add_weight(
@@ -235,7 +237,7 @@ class Gate(keras.layers.Layer):
             if x is not None:
                 z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m); static z_logits are (k, m) already
             w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
-            q = dselect_k_weights(z, w, n, h["gamma"])
+            q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
             if training and h["entropy_reg"] > 0:
                 reg = reg + h["entropy_reg"] * tf.reduce_mean(dselect_k_entropy(z, n, h["gamma"]))
             if training and not spec.is_power_of_two(n):
@@ -288,11 +290,14 @@ def make_gate(
     *,
     dtype: str = "float32",
     seed: Any = 0,
+    impl: str = "auto",
     **hparams: Any,
 ) -> Gate:
     """Build a gate layer. ``input_dim=None``: static (task-only) gate; else per-example on ``x (b, input_dim)``.
 
     ``seed`` (an int or ``np.random.Generator``) draws the initial parameters in NumPy, so the PyTorch gate
-    built with the same arguments starts from the same numbers. Device placement follows ``tf.device``.
+    built with the same arguments starts from the same numbers. ``impl`` picks the DSelect-k implementation (see
+    ``dselect_k_weights``); other gates have one, ``"auto"``. Device placement follows ``tf.device``.
     """
-    return Gate(spec.make_config(name, num_experts, k, input_dim, **hparams), dtype=dtype, seed=seed)
+    config = spec.make_config(name, num_experts, k, input_dim, **hparams)
+    return Gate(config, dtype=dtype, seed=seed, impl=impl)

@@ -31,7 +31,7 @@ __all__ = [
     "DSELECT_K_IMPLS",
 ]
 
-DSELECT_K_IMPLS = ("auto", "fused", "bitwise", "reference")
+DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS
 
 
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:
@@ -105,8 +105,7 @@ def dselect_k_weights(
     reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is ``"fused"``.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
-    if impl not in DSELECT_K_IMPLS:
-        raise ValueError(f"impl: expected one of {', '.join(DSELECT_K_IMPLS)}; got {impl!r}")
+    spec.check_impl("dselect_k", impl)
     if impl in ("auto", "fused"):
         return dselect_k_fused(z_logits, w_logits, num_experts, gamma)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
@@ -184,9 +183,12 @@ class Gate(nn.Module):
     the torch generator when omitted.
     """
 
-    def __init__(self, config: spec.GateConfig, dtype: str = "float32", device: Any = None, seed: Any = 0):
+    def __init__(
+        self, config: spec.GateConfig, dtype: str = "float32", device: Any = None, seed: Any = 0, impl: str = "auto"
+    ):
         super().__init__()
         self.config = config
+        self.impl = spec.check_impl(config.name, impl)
         self.dtype = _DTYPES[spec.check_dtype(dtype)]
         for key, value in config.init_params(seed).items():
             self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))
@@ -227,7 +229,7 @@ class Gate(nn.Module):
             if x is not None:
                 z = z.reshape(-1, k, cfg.num_bits)  # (b, k, m); static z_logits are (k, m) already
             w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
-            q = dselect_k_weights(z, w, n, h["gamma"])
+            q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
             if training and h["entropy_reg"] > 0:
                 reg = reg + h["entropy_reg"] * dselect_k_entropy(z, n, h["gamma"]).mean()
             if training and not spec.is_power_of_two(n):
@@ -291,6 +293,8 @@ def make_gate(
     """Build a gate module. ``input_dim=None``: static (task-only) gate; else per-example on ``x (b, input_dim)``.
 
     ``seed`` (an int or ``np.random.Generator``) draws the initial parameters in NumPy, so the TensorFlow gate
-    built with the same arguments starts from the same numbers.
+    built with the same arguments starts from the same numbers. ``impl`` picks the DSelect-k implementation (see
+    ``dselect_k_weights``); other gates have one, ``"auto"``.
     """
-    return Gate(spec.make_config(name, num_experts, k, input_dim, **hparams), dtype=dtype, device=device, seed=seed)
+    config = spec.make_config(name, num_experts, k, input_dim, **hparams)
+    return Gate(config, dtype=dtype, device=device, seed=seed, impl=impl)
