@@ -288,6 +288,7 @@ def make_gate(
     dtype: str = "float32",
     device: Any = None,
     seed: Any = 0,
+    impl: str = "auto",
     **hparams: Any,
 ) -> Gate:
     """Build a gate module. ``input_dim=None``: static (task-only) gate; else per-example on ``x (b, input_dim)``.
