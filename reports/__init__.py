@@ -1,0 +1,1 @@
+"""gatebench reports: load results files, compare gates, render tables and figures."""
