@@ -1,0 +1,231 @@
+"""TensorFlow adapter: devices, synchronisation, peak memory, NumPy in/out, and the workload of a timing case.
+See ``harness.adapters`` for the contract.
+
+* Synchronisation: ``tf.test.experimental.sync_devices()`` on a GPU. On the CPU, eager ops and ``tf.function``
+  calls run synchronously (TF's async eager mode is off by default), so there is nothing to wait for, and
+  ``sync_devices`` would add about 0.2 ms per call here: the CPU path does not call it.
+* Timing events: TF has no public device events; GPU samples are host time around a synchronised call.
+* Peak memory: on a GPU, ``tf.config.experimental.reset_memory_stats`` then ``get_memory_info(...)["peak"]``
+  minus ``["current"]`` at the start. On the CPU, TF exposes no allocator statistics
+  (``get_memory_info("CPU:0")`` raises "Allocator stats not available") and process RSS would count TF's own
+  arenas and caches, not the gate: peak memory is recorded as None.
+* Gradients: TF returns them from ``tape.gradient`` instead of accumulating, so there is nothing to reset.
+* ``bwd`` (backward alone): the forward is recorded once on a persistent ``GradientTape``; each repetition is
+  ``tape.gradient(loss, sources)`` on that tape. Caveat: this replays the recorded eager backward functions op by
+  op (with their per-op dispatch cost); there is no compiled equivalent, so ``bwd`` with ``compiled`` is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import gates
+from harness import cases
+from harness.adapters import Unavailable, Workload
+
+__all__ = [
+    "devices", "check_device", "tf_device", "sync_fn", "event_factory", "flush_fn", "peak_memory",
+    "to_tensor", "to_numpy", "reset_grads", "versions", "build_workload",
+]
+
+_DTYPES = {"float32": tf.float32, "float64": tf.float64, "bfloat16": tf.bfloat16}
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
+
+
+def check_device(device: str) -> None:
+    if cases.normalize_device(device) == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise Unavailable("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
+
+
+def tf_device(device: str) -> str:
+    return "/GPU:0" if cases.normalize_device(device) == "gpu" else "/CPU:0"
+
+
+def sync_fn(device: str) -> Callable[[], None] | None:
+    """``tf.test.experimental.sync_devices`` on a GPU; None on the CPU (see the module docstring)."""
+    return tf.test.experimental.sync_devices if cases.normalize_device(device) == "gpu" else None
+
+
+def event_factory(device: str) -> None:
+    """TensorFlow has no public device timing events: always the host clock."""
+    return None
+
+
+def flush_fn(device: str) -> Callable[[], None] | None:
+    """Overwrite a 256 MiB GPU buffer (evicting L2); None on the CPU."""
+    if cases.normalize_device(device) != "gpu":
+        return None
+    with tf.device("/GPU:0"):
+        buffer = tf.Variable(tf.zeros([L2_FLUSH_BYTES // 4], tf.int32))
+    zeros = tf.zeros_like(buffer)
+    return lambda: buffer.assign(zeros)
+
+
+def peak_memory(fn: Callable[[], Any], device: str) -> int | None:
+    """Peak GPU bytes during ``fn()`` above the start (allocator statistics); None on the CPU (none exist)."""
+    if cases.normalize_device(device) != "gpu":
+        return None
+    tf.test.experimental.sync_devices()
+    tf.config.experimental.reset_memory_stats("GPU:0")
+    base = tf.config.experimental.get_memory_info("GPU:0")["current"]
+    fn()
+    tf.test.experimental.sync_devices()
+    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"] - base)
+
+
+def to_tensor(array: np.ndarray | None, device: str, dtype: str) -> tf.Tensor | None:
+    if array is None:
+        return None
+    with tf.device(tf_device(device)):
+        return tf.cast(tf.constant(np.asarray(array)), _DTYPES[dtype])
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    return np.asarray(tf.cast(tensor, tf.float64).numpy())
+
+
+def reset_grads(tensors: Sequence[Any]) -> None:
+    """Nothing to do: ``tape.gradient`` returns gradients instead of accumulating them."""
+
+
+def versions(device: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"framework": "tf", "tensorflow": tf.__version__}
+    if cases.normalize_device(device) == "gpu":
+        gpu = tf.config.list_physical_devices("GPU")[0]
+        details = tf.config.experimental.get_device_details(gpu)
+        out.update(gpu=details.get("device_name"), compute_capability=details.get("compute_capability"))
+        build = tf.sysconfig.get_build_info()
+        out.update(cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
+    return out
+
+
+def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
+    """Build the gate of ``case`` (seeded) on its device, its inputs and the timed call of its mode and impl.
+
+    ``fwd``: ``gate(x, training=False)``. ``fwdbwd``: a ``GradientTape`` around the training forward, ``loss =
+    sum(q*c) + regularization_loss``, ``tape.gradient`` w.r.t. the weights and ``x``. ``bwd``: see the module
+    docstring. ``compiled``: ``tf.function(jit_compile=True)`` (XLA) around the same Python function;
+    ``compile_ms`` is the first call (trace and compile).
+    """
+    settings = settings or {}
+    check_device(case.device)
+    if case.impl == "compiled" and case.mode == "bwd":
+        raise Unavailable("TensorFlow: backward alone cannot be separated from its forward under "
+                          "tf.function(jit_compile=True); time mode 'fwdbwd' instead")
+    inputs = cases.make_inputs(case)
+    G = gates.backend("tf")
+    with tf.device(tf_device(case.device)):
+        gate = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype,
+                           seed=cases.SEED_PARAMS, impl=cases.gate_impl(case), **dict(case.hparams))
+    x = to_tensor(inputs.x, case.device, case.dtype)
+    c = to_tensor(inputs.c, case.device, case.dtype)
+    noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
+    sync = sync_fn(case.device)
+    training = case.training
+    variables = [gate.param(name) for name in gate.get_numpy_params()]
+    names = list(gate.get_numpy_params()) + (["x"] if x is not None else [])
+
+    def forward(x_):
+        return gate(x_, training=False) if x_ is not None else gate(training=False)
+
+    def record(x_, c_, noise_, persistent=False):
+        with tf.GradientTape(persistent=persistent) as tape:
+            if x_ is not None:
+                tape.watch(x_)
+            q = gate(x_, training=True, noise=noise_) if x_ is not None else gate(training=True, noise=noise_)
+            loss = tf.reduce_sum(q * c_) + gate.regularization_loss
+        return tape, loss, q
+
+    def grads_fn(x_, c_, noise_):
+        tape, loss, q = record(x_, c_, noise_)
+        sources = variables + ([x_] if x_ is not None else [])
+        return tape.gradient(loss, sources), q
+
+    compiled = case.impl == "compiled"
+    if compiled:
+        forward = tf.function(forward, jit_compile=True)
+        grads_fn = tf.function(grads_fn, jit_compile=True)
+
+    compile_ms: float | None = None
+    with tf.device(tf_device(case.device)):
+        if case.mode == "fwd":
+            def fn() -> Any:
+                return forward(x)
+        elif case.mode == "fwdbwd":
+            def fn() -> Any:
+                return grads_fn(x, c, noise)[0]
+        else:
+            tape, loss, _ = record(x, c, noise, persistent=True)
+            sources = variables + ([x] if x is not None else [])
+
+            def fn() -> Any:
+                return tape.gradient(loss, sources)
+        if compiled:
+            compile_ms = _timed_first_call(fn, sync)
+
+    c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
+
+    def check() -> dict[str, Any]:
+        params_np = gate.get_numpy_params()
+        x_np = to_numpy(x) if x is not None else None
+        noise_np = to_numpy(noise) if noise is not None else None
+        if not training:
+            return cases.evaluate_accuracy(case, params_np, x_np, None, to_numpy(forward(x)))
+        g, q = grads_fn(x, c_check, noise)
+        grads = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
+                 for name, t, v in zip(names, g, variables + ([x] if x is not None else []), strict=True)}
+        ref_impl = "bitwise" if case.gate == "dselect_k" else "auto"
+        with tf.device(tf_device(case.device)):
+            g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64",
+                              impl=ref_impl, **dict(case.hparams))
+            g64.set_numpy_params(params_np)
+            x64 = None if x_np is None else tf.constant(x_np)
+            n64 = None if noise_np is None else tf.constant(noise_np)
+            with tf.GradientTape() as tape64:
+                if x64 is not None:
+                    tape64.watch(x64)
+                q64 = g64(x64, training=True, noise=n64) if x64 is not None else g64(training=True, noise=n64)
+                loss64 = tf.reduce_sum(q64 * tf.constant(to_numpy(c_check))) + g64.regularization_loss
+            v64 = [g64.param(name) for name in g64.get_numpy_params()]
+            r = tape64.gradient(loss64, v64 + ([x64] if x64 is not None else []))
+        ref = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
+               for name, t, v in zip(names, r, v64 + ([x64] if x64 is not None else []), strict=True)}
+        return cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+
+    def memory() -> int | None:
+        return peak_memory(fn, case.device)
+
+    def placed(f: Callable[[], Any]) -> Callable[[], Any]:
+        if case.device == "cpu":
+            return f
+        dev = tf_device(case.device)
+
+        def run() -> Any:
+            with tf.device(dev):
+                return f()
+        return run
+
+    return Workload(
+        fn=placed(fn), check=check, memory=memory, setup=None, sync=sync, event_factory=None,
+        flush=flush_fn(case.device) if settings.get("flush_l2", False) else None, compile_ms=compile_ms,
+        provenance=versions(case.device),
+    )

@@ -1,0 +1,260 @@
+"""PyTorch adapter: devices, synchronisation, CUDA events, L2 flush, peak memory, NumPy in/out, gradient reset,
+and the workload of a timing case. See ``harness.adapters`` for the contract.
+
+Peak memory: on CUDA, the caching allocator's statistics (``reset_peak_memory_stats``, ``max_memory_allocated``
+minus ``memory_allocated`` at the start). On the CPU, the profiler's memory events
+(``torch.profiler.profile(profile_memory=True)``): every CPU allocation and free made through PyTorch's allocator,
+in time order, summed into a running total whose maximum is the peak above the start. It counts tensors (what the
+gate allocates), not the Python heap or memory that libraries allocate outside PyTorch's allocator.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import gates
+from harness import cases
+from harness.adapters import Unavailable, Workload
+
+__all__ = [
+    "devices", "check_device", "torch_device", "sync_fn", "event_factory", "flush_fn", "peak_memory_bytes",
+    "peak_memory", "to_tensor", "to_numpy", "reset_grads", "versions", "build_workload",
+]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+L2_FLUSH_BYTES = 256 * 1024 * 1024  # larger than any current GPU's L2 cache (H100/H200: 50-60 MB), as do_bench
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])
+
+
+def check_device(device: str) -> None:
+    device = cases.normalize_device(device)
+    if device == "gpu" and not torch.cuda.is_available():
+        raise Unavailable("no CUDA device visible to PyTorch (torch.cuda.is_available() is False)")
+
+
+def torch_device(device: str) -> torch.device:
+    return torch.device("cuda" if cases.normalize_device(device) == "gpu" else "cpu")
+
+
+def sync_fn(device: str) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` on a GPU; None on the CPU, where an op has finished when it returns."""
+    return torch.cuda.synchronize if cases.normalize_device(device) == "gpu" else None
+
+
+def event_factory(device: str) -> Callable[[], tuple[Any, Any]] | None:
+    """CUDA timing events on a GPU (device time of each repetition); None on the CPU (host clock)."""
+    if cases.normalize_device(device) != "gpu":
+        return None
+    return lambda: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+
+def flush_fn(device: str) -> Callable[[], None] | None:
+    """A callable that zeroes a 256 MiB buffer (evicting L2) on a GPU; None on the CPU."""
+    if cases.normalize_device(device) != "gpu":
+        return None
+    buffer = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    return buffer.zero_
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: str = "cpu") -> int:
+    """Peak bytes allocated by PyTorch during ``fn()`` above the level at its start.
+
+    CUDA: allocator statistics. CPU: the profiler's allocation and free events summed in time order (see the
+    module docstring for what this counts).
+    """
+    if cases.normalize_device(device) == "gpu":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [
+        (e.start_ns(), int(e.nbytes()))
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+    ]
+    events.sort(key=lambda item: item[0])
+    total = peak = 0
+    for _, nbytes in events:
+        total += nbytes
+        peak = max(peak, total)
+    return int(peak)
+
+
+def peak_memory(fn: Callable[[], Any], device: str) -> int | None:
+    """Adapter form of ``peak_memory_bytes`` (always a number for PyTorch)."""
+    return peak_memory_bytes(fn, device)
+
+
+def to_tensor(array: np.ndarray | None, device: str, dtype: str, requires_grad: bool = False) -> torch.Tensor | None:
+    if array is None:
+        return None
+    t = torch.as_tensor(np.asarray(array), device=torch_device(device)).to(_DTYPES[dtype])
+    return t.requires_grad_(requires_grad)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float64 NumPy copy (bfloat16 has no NumPy dtype)."""
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def reset_grads(tensors: Sequence[torch.Tensor]) -> None:
+    """Drop accumulated gradients (``grad = None``, as ``zero_grad(set_to_none=True)``)."""
+    for t in tensors:
+        t.grad = None
+
+
+@functools.lru_cache(maxsize=1)
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def versions(device: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"framework": "torch", "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if cases.normalize_device(device) == "gpu":
+        out.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(), gpu_driver=_driver_version())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Workloads.
+# --------------------------------------------------------------------------------------------------------------
+def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
+    """Build the gate of ``case`` (seeded), its inputs and the timed call of its mode and impl.
+
+    ``fwd``: ``gate(x)`` in eval mode under ``no_grad``. ``fwdbwd``: training-mode forward, ``loss = sum(q*c) +
+    regularization_loss``, ``loss.backward()``; gradients reset (set to None) before each repetition, outside the
+    timed region. ``bwd``: the forward runs once with its graph kept; each repetition is
+    ``loss.backward(retain_graph=True)`` alone. ``compiled``: ``torch.compile`` of the module (``fwd``) or of the
+    loss function (backward modes, whose backward AOTAutograd compiles too); ``compile_ms`` is the first call.
+    """
+    settings = settings or {}
+    check_device(case.device)
+    dev = torch_device(case.device)
+    dtype = _DTYPES[case.dtype]
+    inputs = cases.make_inputs(case)
+    G = gates.backend("torch")
+    gate = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype, device=dev,
+                       seed=cases.SEED_PARAMS, impl=cases.gate_impl(case), **dict(case.hparams))
+    gate.train(case.training)
+    x = to_tensor(inputs.x, case.device, case.dtype, requires_grad=case.training and case.per_example)
+    c = to_tensor(inputs.c, case.device, case.dtype)
+    noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
+    grad_tensors = list(gate.parameters()) + ([x] if x is not None and x.requires_grad else [])
+    sync = sync_fn(case.device)
+
+    def forward(x_: torch.Tensor | None) -> torch.Tensor:
+        return gate(x_) if x_ is not None else gate()
+
+    def loss_fn(x_: torch.Tensor | None, c_: torch.Tensor, noise_: torch.Tensor | None):
+        q = gate(x_, noise=noise_) if x_ is not None else gate(noise=noise_)
+        return (q * c_).sum() + gate.regularization_loss, q
+
+    compiled = case.impl == "compiled"
+    if compiled:
+        forward = torch.compile(forward, dynamic=False)
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+
+    setup: Callable[[], None] | None = None
+    compile_ms: float | None = None
+    if case.mode == "fwd":
+        def fn() -> Any:
+            with torch.no_grad():
+                return forward(x)
+        if compiled:
+            compile_ms = _timed_first_call(fn, sync)
+    elif case.mode == "fwdbwd":
+        def fn() -> Any:
+            loss_fn(x, c, noise)[0].backward()
+        def setup() -> None:
+            reset_grads(grad_tensors)
+        if compiled:
+            compile_ms = _timed_first_call(fn, sync)
+            setup()
+    else:  # bwd: forward once, graph kept; backward alone
+        t0 = time.perf_counter()
+        loss = loss_fn(x, c, noise)[0]
+        first = (time.perf_counter() - t0) * 1e3
+        def fn() -> Any:
+            loss.backward(retain_graph=True)
+        def setup() -> None:
+            reset_grads(grad_tensors)
+        if compiled:
+            compile_ms = first + _timed_first_call(fn, sync)
+            setup()
+
+    c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
+
+    def check() -> dict[str, Any]:
+        params_np = gate.get_numpy_params()
+        x_np = to_numpy(x) if x is not None else None
+        noise_np = to_numpy(noise) if noise is not None else None
+        if not case.training:
+            with torch.no_grad():
+                q = forward(x)
+            return cases.evaluate_accuracy(case, params_np, x_np, None, to_numpy(q))
+        reset_grads(grad_tensors)
+        loss, q = loss_fn(x, c_check, noise)
+        loss.backward()
+        names = [name for name, _ in gate.named_parameters()] + (["x"] if x is not None and x.requires_grad else [])
+        grads = {name: (to_numpy(t.grad) if t.grad is not None else np.zeros(tuple(t.shape)))
+                 for name, t in zip(names, grad_tensors, strict=True)}
+        reset_grads(grad_tensors)
+        # float64 autograd of the same framework; DSelect-k through plain autograd (bitwise), not the fused
+        # Function whose analytic backward is being checked.
+        ref_impl = "bitwise" if case.gate == "dselect_k" else "auto"
+        g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", device=dev,
+                          impl=ref_impl, **dict(case.hparams))
+        g64.set_numpy_params(params_np)
+        g64.train(True)
+        x64 = to_tensor(x_np, case.device, "float64", requires_grad=True) if x_np is not None else None
+        n64 = to_tensor(noise_np, case.device, "float64")
+        q64 = g64(x64, noise=n64) if x64 is not None else g64(noise=n64)
+        loss64 = (q64 * to_tensor(to_numpy(c_check), case.device, "float64")).sum() + g64.regularization_loss
+        loss64.backward()
+        ref = {name: to_numpy(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
+               for name, p in g64.named_parameters()}
+        if x64 is not None:
+            ref["x"] = to_numpy(x64.grad)
+        return cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+
+    def memory() -> int:
+        if setup is not None:
+            setup()
+        return peak_memory_bytes(fn, case.device)
+
+    return Workload(
+        fn=fn, check=check, memory=memory, setup=setup, sync=sync, event_factory=event_factory(case.device),
+        flush=flush_fn(case.device) if settings.get("flush_l2", False) else None, compile_ms=compile_ms,
+        provenance=versions(case.device),
+    )

@@ -1,0 +1,220 @@
+"""Suites: declarative grids in TOML (``suites/*.toml``), expanded to cases.
+
+A timing suite (``kind = "timing"``, the default)::
+
+    name = "smoke"
+    description = "..."
+    [settings]                 # timer and runner settings, all optional (defaults: DEFAULT_SETTINGS)
+    warmup_ms = 5
+    rep_ms = 20
+    [[grid]]                   # one or more grids; the suite is their union (duplicates dropped)
+    gate = ["softmax", "topk", "dselect_k", "hard_concrete"]
+    framework = ["torch", "tf"]
+    device = ["cpu"]           # "cpu", "gpu" (alias "cuda")
+    impl = ["eager"]           # "eager", "compiled", and for dselect_k only "bitwise", "reference"
+    mode = ["fwd", "bwd", "fwdbwd"]
+    gating = ["static", "per_example"]
+    dtype = ["float32"]
+    shapes = [{batch = 64, input_dim = 32, experts = 16, k = 4}]   # explicit shapes, or a product:
+    # batch = [4096], input_dim = [256], experts = [8, 16, 32], k = [4]
+    [grid.hparams.topk]        # optional gate options, by gate
+    noisy = true
+
+Every key of a grid may be a scalar or a list; the grid is the product of the lists. ``bitwise``/``reference``
+are dropped for gates other than dselect_k. Static cases have no batch or input width (None), so the shapes that
+differ only in those give one static case.
+
+A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)``.
+Only the standard library and NumPy are used here (``tomllib``), so the GPU machine can expand suites.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import cases
+from harness.cases import Case
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as _toml  # type: ignore[no-redef]
+
+__all__ = [
+    "Suite", "DEFAULT_SETTINGS", "KINDS", "SUITES_DIR", "load_suite", "resolve_suite", "find_suites", "expand",
+    "expand_grid", "filter_params", "FILTER_KEYS",
+]
+
+KINDS: tuple[str, ...] = ("timing", "recovery")
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "warmup_ms": 25.0,  # warm-up budget per case
+    "rep_ms": 100.0,  # timed budget per case
+    "min_reps": 5,
+    "max_reps": 10_000,
+    "flush_l2": False,  # overwrite a 256 MiB buffer before each GPU repetition
+    "check": True,  # accuracy check before timing
+    "memory": True,  # measure peak memory of one call
+    "max_reference_bytes": 4 * 1024**3,  # skip dselect_k 'reference' cases that would need more
+}
+_GRID_LISTS = ("gate", "framework", "device", "impl", "mode", "gating", "dtype")
+_SHAPE_KEYS = ("batch", "input_dim", "experts", "k")
+FILTER_KEYS: tuple[str, ...] = ("gate", "framework", "device", "impl", "mode", "gating", "dtype", "experts")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A loaded suite file: its name, kind, settings (defaults filled in) and the raw TOML dict."""
+
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+    path: Path | None = None
+    description: str = ""
+
+
+def find_suites(directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The ``*.toml`` suites in ``directory`` (default: ``suites/`` of the source tree), sorted."""
+    directory = Path(directory) if directory is not None else SUITES_DIR
+    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+
+
+def resolve_suite(name_or_path: str | os.PathLike[str]) -> Path:
+    """A suite file from a path, or from a bare name looked up in ``./suites`` and the source tree's ``suites/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name if path.suffix == ".toml" else f"{path.name}.toml"
+    for directory in (Path.cwd() / "suites", SUITES_DIR):
+        if (directory / stem).is_file():
+            return directory / stem
+    known = ", ".join(p.stem for p in find_suites()) or "none"
+    raise ValueError(f"suite: expected a TOML file or a suite name (known: {known}); got {str(name_or_path)!r}")
+
+
+def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
+    """Read and check a suite (a path, a name, or an already parsed dict)."""
+    path = None
+    if isinstance(name_or_path, Mapping):
+        raw = dict(name_or_path)
+    else:
+        path = resolve_suite(name_or_path)
+        try:
+            raw = _toml.loads(path.read_text(encoding="utf-8"))
+        except _toml.TOMLDecodeError as exc:
+            raise ValueError(f"suite: {path} is not valid TOML: {exc}") from exc
+    kind = raw.get("kind", "timing")
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {kind!r}")
+    name = raw.get("name") or (path.stem if path else None)
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name: expected a non-empty string naming the suite; got {name!r}")
+    settings = dict(DEFAULT_SETTINGS)
+    given = raw.get("settings", {})
+    if not isinstance(given, Mapping):
+        raise ValueError(f"settings: expected a table; got {type(given).__name__}")
+    if kind == "timing":
+        unknown = sorted(set(given) - set(DEFAULT_SETTINGS))
+        if unknown:
+            raise ValueError(f"settings: unknown keys {unknown}; expected some of {sorted(DEFAULT_SETTINGS)}")
+    settings.update(given)
+    if kind == "timing" and not raw.get("grid"):
+        raise ValueError("grid: expected at least one [[grid]] table in a timing suite; got none")
+    return Suite(name=name, kind=kind, settings=settings, raw=raw, path=path,
+                 description=str(raw.get("description", "")))
+
+
+def _as_list(key: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"grid.{key}: expected a value or a non-empty list; got an empty list")
+        return list(value)
+    return [value]
+
+
+def _shapes(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "shapes" in grid:
+        if any(key in grid for key in _SHAPE_KEYS):
+            raise ValueError("grid: give either 'shapes' or batch/input_dim/experts/k lists, not both")
+        shapes = _as_list("shapes", grid["shapes"])
+        out = []
+        for shape in shapes:
+            if not isinstance(shape, Mapping) or set(shape) != set(_SHAPE_KEYS):
+                raise ValueError(f"grid.shapes: expected tables with keys {list(_SHAPE_KEYS)}; got {shape!r}")
+            out.append(dict(shape))
+        return out
+    missing = [key for key in _SHAPE_KEYS if key not in grid]
+    if missing:
+        raise ValueError(f"grid: expected 'shapes' or all of {list(_SHAPE_KEYS)}; missing {missing}")
+    lists = [_as_list(key, grid[key]) for key in _SHAPE_KEYS]
+    return [dict(zip(_SHAPE_KEYS, combo, strict=True)) for combo in itertools.product(*lists)]
+
+
+def expand_grid(grid: Mapping[str, Any]) -> list[Case]:
+    """The cases of one ``[[grid]]`` table, in product order."""
+    known = set(_GRID_LISTS) | set(_SHAPE_KEYS) | {"shapes", "hparams"}
+    unknown = sorted(set(grid) - known)
+    if unknown:
+        raise ValueError(f"grid: unknown keys {unknown}; expected some of {sorted(known)}")
+    missing = [key for key in ("gate", "framework", "mode") if key not in grid]
+    if missing:
+        raise ValueError(f"grid: expected keys {missing}")
+    lists = {key: _as_list(key, grid.get(key, default)) for key, default in (
+        ("gate", None), ("framework", None), ("device", "cpu"), ("impl", "eager"), ("mode", None),
+        ("gating", "per_example"), ("dtype", "float32"))}
+    hparams = grid.get("hparams", {})
+    if not isinstance(hparams, Mapping) or not set(hparams) <= set(cases.GATES):
+        raise ValueError(f"grid.hparams: expected tables named by gate ({', '.join(cases.GATES)}); got {hparams!r}")
+    shapes = _shapes(grid)
+    out = []
+    for gate, framework, device, impl, mode, gating, dtype in itertools.product(*(lists[k] for k in _GRID_LISTS)):
+        if impl in cases.DSELECT_ONLY_IMPLS and gate != "dselect_k":
+            continue
+        for shape in shapes:
+            static = gating == "static"
+            out.append(Case(
+                gate=gate, framework=framework, device=device, impl=impl, mode=mode, gating=gating,
+                batch=None if static else shape["batch"], input_dim=None if static else shape["input_dim"],
+                experts=shape["experts"], k=shape["k"], dtype=dtype,
+                hparams=tuple(sorted(dict(hparams.get(gate, {})).items())),
+            ))
+    return out
+
+
+def expand(suite: Suite | str | os.PathLike[str] | Mapping[str, Any]) -> list[Case]:
+    """All cases of a timing suite: the union of its grids, first occurrence kept, in order."""
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    if suite.kind != "timing":
+        raise ValueError(f"suite: expand() takes a timing suite; {suite.name!r} has kind {suite.kind!r}")
+    grids = suite.raw["grid"]
+    if isinstance(grids, Mapping):
+        grids = [grids]
+    seen: dict[Case, None] = {}
+    for grid in grids:
+        for case in expand_grid(grid):
+            seen.setdefault(case, None)
+    return list(seen)
+
+
+def filter_params(rows: Iterable[Mapping[str, Any]], filters: Mapping[str, Sequence[Any] | None]
+                  ) -> list[Mapping[str, Any]]:
+    """Keep the params dicts whose value of each filtered key is one of the allowed values (compared as text;
+    devices normalised). A key a dict does not have does not filter it out (recovery cases have other keys)."""
+    active = {}
+    for key, values in filters.items():
+        if not values:
+            continue
+        allowed = {str(v) for v in values}
+        if key == "device":
+            allowed = {cases.normalize_device(v) for v in values}
+        active[key] = allowed
+    return [row for row in rows if all(key not in row or str(row[key]) in allowed
+                                       for key, allowed in active.items())]

@@ -1,0 +1,181 @@
+"""Time a callable the way ``triton.testing.do_bench`` does: synchronise, warm up, budget in milliseconds, keep
+every raw sample, report the median and quantiles.
+
+No framework is imported here. A framework adapter supplies what is device specific:
+
+* ``sync()``: wait for queued device work (CUDA synchronize, ``tf.test.experimental.sync_devices``); ``None`` on
+  the CPU, where work is done when the call returns.
+* ``event_factory()``: for GPUs, a pair of device events ``(start, end)`` with ``record()`` and
+  ``start.elapsed_time(end) -> ms`` (``torch.cuda.Event(enable_timing=True)``). With events, each sample is the
+  device time between the two events, and the host only synchronises once at the end of the repetitions.
+  Without events, each sample is host wall time ``perf_counter_ns`` around ``fn()`` and a ``sync()``.
+* ``setup()``: run before each repetition, outside the timed region (reset gradients for backward timing).
+* ``flush()``: run before each repetition, outside the timed region (write a buffer larger than the L2 cache on
+  a GPU, so each repetition starts cold as in ``do_bench``).
+
+Statistics: ``median``, ``iqr = p75 - p25``, ``p20``, ``p80`` (linear interpolation, NumPy's default), mean,
+min, max, all in milliseconds, from every repetition (warm-up calls are discarded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Timing", "summarize", "time_fn", "estimate_ms"]
+
+_NS_PER_MS = 1e6
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw samples of one measurement (milliseconds) and the statistics derived from them.
+
+    ``compile_ms`` is the time of the first call when the workload compiles on it (None otherwise); it is kept
+    apart from the samples, which only time compiled calls.
+    """
+
+    samples_ms: tuple[float, ...]
+    warmup_reps: int = 0
+    compile_ms: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.samples_ms) == 0:
+            raise ValueError("samples_ms: expected at least one sample; got none")
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples_ms))
+
+    @property
+    def iqr_ms(self) -> float:
+        p25, p75 = np.quantile(self.samples_ms, [0.25, 0.75])
+        return float(p75 - p25)
+
+    def stats(self) -> dict[str, Any]:
+        """The ``TIMING_STATS`` columns that a timing measures (not memory or accuracy)."""
+        out = summarize(self.samples_ms)
+        out["compile_ms"] = self.compile_ms
+        return out
+
+
+def summarize(samples_ms: Sequence[float]) -> dict[str, Any]:
+    """``median_ms, iqr_ms, p20_ms, p80_ms, mean_ms, min_ms, max_ms, n_samples, samples_ms`` of raw samples."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"samples_ms: expected a non-empty 1-D sequence; got shape {a.shape}")
+    p20, p25, p50, p75, p80 = np.quantile(a, [0.2, 0.25, 0.5, 0.75, 0.8])
+    return {
+        "median_ms": float(p50),
+        "iqr_ms": float(p75 - p25),
+        "p20_ms": float(p20),
+        "p80_ms": float(p80),
+        "mean_ms": float(a.mean()),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "n_samples": int(a.size),
+        "samples_ms": [float(v) for v in a],
+    }
+
+
+def _host_once(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter_ns()
+    fn()
+    if sync is not None:
+        sync()
+    return (time.perf_counter_ns() - t0) / _NS_PER_MS
+
+
+def estimate_ms(fn: Callable[[], Any], sync: Callable[[], None] | None = None, reps: int = 5) -> float:
+    """Median host time of ``reps`` calls (milliseconds), synchronised: a first estimate to size the budget."""
+    return float(np.median([_host_once(fn, sync) for _ in range(max(1, reps))]))
+
+
+def time_fn(
+    fn: Callable[[], Any],
+    *,
+    sync: Callable[[], None] | None = None,
+    warmup_ms: float = 25.0,
+    rep_ms: float = 100.0,
+    min_reps: int = 5,
+    max_reps: int = 10_000,
+    setup: Callable[[], None] | None = None,
+    flush: Callable[[], None] | None = None,
+    event_factory: Callable[[], tuple[Any, Any]] | None = None,
+    compile_ms: float | None = None,
+) -> Timing:
+    """Time ``fn()``: warm up for about ``warmup_ms``, then repeat it for about ``rep_ms``, one sample per call.
+
+    The number of repetitions is ``clamp(rep_ms / estimate, min_reps, max_reps)`` where the estimate is the median
+    of five synchronised calls (run after ``setup``), like ``do_bench``. ``setup`` and ``flush`` run before every
+    call (warm-up and timed), outside the timed region. Returns every sample; see the module docstring for
+    ``sync`` and ``event_factory``.
+    """
+    for name, value in (("warmup_ms", warmup_ms), ("rep_ms", rep_ms)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
+    if not (isinstance(min_reps, int) and min_reps >= 1):
+        raise ValueError(f"min_reps: expected an int >= 1; got {min_reps!r}")
+    if not (isinstance(max_reps, int) and max_reps >= min_reps):
+        raise ValueError(f"max_reps: expected an int >= min_reps ({min_reps}); got {max_reps!r}")
+
+    def prepared() -> None:
+        if setup is not None:
+            setup()
+        if flush is not None:
+            flush()
+
+    # First estimate, after one untimed call (lazy initialisation, allocator warm-up).
+    prepared()
+    fn()
+    est = []
+    for _ in range(5):
+        prepared()
+        est.append(_host_once(fn, sync))
+    estimate = max(float(np.median(est)), 1e-6)
+    n_warmup = max(1, int(warmup_ms / estimate))
+    n_reps = int(min(max(rep_ms / estimate, min_reps), max_reps))
+
+    for _ in range(n_warmup):
+        prepared()
+        fn()
+
+    samples: list[float]
+    if event_factory is not None:
+        pairs = [event_factory() for _ in range(n_reps)]
+        if sync is not None:
+            sync()
+        for start, end in pairs:
+            prepared()
+            start.record()
+            fn()
+            end.record()
+        if sync is not None:
+            sync()
+        samples = [float(start.elapsed_time(end)) for start, end in pairs]
+    else:
+        samples = []
+        clock = time.perf_counter_ns
+        if sync is None:
+            for _ in range(n_reps):
+                prepared()
+                t0 = clock()
+                fn()
+                samples.append((clock() - t0) / _NS_PER_MS)
+        else:
+            for _ in range(n_reps):
+                prepared()
+                sync()
+                t0 = clock()
+                fn()
+                sync()
+                samples.append((clock() - t0) / _NS_PER_MS)
+    return Timing(tuple(samples), warmup_reps=n_warmup, compile_ms=compile_ms, meta={"estimate_ms": estimate})
