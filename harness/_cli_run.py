@@ -1,0 +1,151 @@
+"""``gatebench run`` and ``gatebench list``: run a suite with a progress bar and a summary table; list what is here.
+
+Frameworks are imported inside the commands (by the runner and adapters), never at import of this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+_FILTER_HELP = "Only cases with this {} (repeat for several)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("list")(list_command)
+
+
+def run(
+    suite: Annotated[str, typer.Argument(help="A suite TOML file, or the name of one in suites/.")],
+    out: Annotated[Path, typer.Option(help="Results folder (the file is OUT/<suite>.jsonl) or a .jsonl path.")] = Path(
+        "results"),
+    resume: Annotated[bool, typer.Option(help="Skip the cases already recorded in the results file.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Move an existing results file aside and start over.")] = False,
+    isolate: Annotated[bool, typer.Option(help="Run each case in its own subprocess.")] = False,
+    gate: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gate"))] = None,
+    framework: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("framework"))] = None,
+    device: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("device (cpu, gpu)"))] = None,
+    impl: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("implementation"))] = None,
+    mode: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("mode (fwd, bwd, fwdbwd)"))] = None,
+    gating: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gating"))] = None,
+    dtype: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("dtype"))] = None,
+    experts: Annotated[list[int] | None, typer.Option(help=_FILTER_HELP.format("number of experts"))] = None,
+) -> None:
+    """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.executors import InProcessExecutor, SubprocessExecutor
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+
+    console = Console()
+    try:
+        loaded = load_suite(suite)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SUITE") from exc
+    filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
+               "gating": gating, "dtype": dtype, "experts": experts}
+    executor = SubprocessExecutor() if isolate else InProcessExecutor()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
+        bar = progress.add_task(loaded.name, total=None, last="")
+
+        def on_plan(tasks: list[Any], resumed: int) -> None:
+            progress.update(bar, total=len(tasks))
+            if resumed:
+                console.print(f"resume: {resumed} case(s) already done, {len(tasks)} to run")
+
+        def on_row(row: dict[str, Any]) -> None:
+            progress.update(bar, advance=1, last=f"{row['status']}: {_short(row)}")
+            if row["status"] == "failed":
+                progress.console.print(f"[red]failed[/red] {row['case_id']}: {row.get('error')}")
+
+        try:
+            summary = run_suite(loaded, out, resume=resume, fresh=fresh, executor=executor, filters=filters,
+                                on_plan=on_plan, on_row=on_row)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--out/--resume/--fresh") from exc
+    console.print(_summary_table(summary.rows, loaded.kind))
+    console.print(f"{summary.path}: {len(summary.rows)} run ({summary.count('ok')} ok, {summary.count('failed')} "
+                  f"failed, {summary.count('skipped')} skipped), {summary.resumed} already done")
+    if summary.count("failed"):
+        raise typer.Exit(code=1)
+
+
+def _short(row: dict[str, Any]) -> str:
+    if row.get("kind") != "timing":
+        return row["case_id"][:60]
+    return " ".join(str(row.get(k)) for k in ("gate", "framework", "device", "impl", "mode", "gating"))
+
+
+def _summary_table(rows: list[dict[str, Any]], kind: str):
+    from rich.table import Table
+
+    if kind != "timing":
+        table = Table(title="recovery cases")
+        table.add_column("case")
+        table.add_column("status")
+        table.add_column("error")
+        for row in rows:
+            table.add_row(row["case_id"], row["status"], str(row.get("error") or ""))
+        return table
+    table = Table(title="timing (ms)")
+    for name in ("gate", "framework", "device", "impl", "mode", "gating", "b", "p", "n", "k", "status",
+                 "median", "iqr", "peak mem", "max err"):
+        table.add_column(name, justify="right" if name in ("b", "p", "n", "k", "median", "iqr", "peak mem",
+                                                           "max err") else "left")
+    for row in rows:
+        def fmt(key: str, spec: str = ".4f") -> str:
+            value = row.get(key)
+            return "" if value is None else format(value, spec)
+        mem = row.get("peak_mem_bytes")
+        table.add_row(
+            row["gate"], row["framework"], row["device"], row["impl"], row["mode"], row["gating"],
+            str(row.get("batch") or "-"), str(row.get("input_dim") or "-"), str(row["experts"]), str(row["k"]),
+            row["status"], fmt("median_ms"), fmt("iqr_ms"), "" if mem is None else f"{mem / 1024:.0f} KiB",
+            fmt("max_abs_err", ".1e"),
+        )
+    return table
+
+
+def list_command() -> None:
+    """List the suites, gates, frameworks and devices available here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import gates
+    from harness.adapters import Unavailable, framework_installed, get_adapter
+    from harness.suite import expand, find_suites, load_suite
+
+    console = Console()
+    suites = Table(title="suites")
+    for name in ("name", "kind", "cases", "file", "description"):
+        suites.add_column(name)
+    paths = {p.resolve(): p for p in find_suites(Path.cwd() / "suites") + find_suites()}
+    for path in sorted(paths.values()):
+        try:
+            s = load_suite(path)
+            count = str(len(expand(s))) if s.kind == "timing" else "-"
+            suites.add_row(s.name, s.kind, count, str(path), s.description)
+        except (ValueError, OSError) as exc:
+            suites.add_row(path.stem, "?", "-", str(path), f"[red]{exc}[/red]")
+    console.print(suites)
+    console.print("gates: " + ", ".join(gates.GATE_NAMES))
+    frameworks = Table(title="frameworks and devices")
+    for name in ("framework", "installed", "devices", "version / reason"):
+        frameworks.add_column(name)
+    for fw in gates.FRAMEWORKS:
+        if not framework_installed(fw):
+            frameworks.add_row(fw, "no", "-", "not installed")
+            continue
+        try:
+            adapter = get_adapter(fw)
+            version = adapter.versions("cpu").get("torch" if fw == "torch" else "tensorflow", "")
+            frameworks.add_row(fw, "yes", ", ".join(adapter.devices()), str(version))
+        except (Unavailable, ImportError) as exc:
+            frameworks.add_row(fw, "broken", "-", str(exc))
+    console.print(frameworks)
