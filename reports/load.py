@@ -1,0 +1,316 @@
+"""Load results files into one pandas DataFrame with a declared schema.
+
+Three inputs are understood, in any mix:
+
+- gatebench JSON Lines (``*.jsonl``): timing and recovery rows (``harness/results.py``);
+- pytest-benchmark JSON (``--benchmark-json``): each benchmark becomes a timing row; its case columns come
+  from ``extra_info`` (the benchmarks in ``tests/benchmarks/`` put the timing keys there), its times are
+  converted from seconds to milliseconds, and its raw samples (``stats.data``, present with
+  ``--benchmark-save-data``) become ``samples_ms``;
+- a directory: every ``*.jsonl`` and ``*.json`` file in it, recursively.
+
+One frame holds every row: one row per case, the columns of ``SCHEMA`` (always present, with their dtypes)
+plus any unknown extra columns, kept as they came. Lines that are not JSON, rows of an unknown kind and rows
+that lack a required column are listed in ``Loaded.problems`` (``"path:line: what"``) and skipped, never
+fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.results import COMMON_KEYS, TIMING_KEYS, TIMING_STATS, read_rows
+
+# Declared columns and their pandas dtypes. "object" columns hold str, list or dict values.
+SCHEMA: dict[str, str] = {
+    # common
+    "schema": "Int64",
+    "kind": "string",
+    "suite": "string",
+    "case_id": "string",
+    "status": "string",
+    "error": "string",
+    "provenance": "object",
+    # timing case keys
+    "gate": "string",
+    "framework": "string",
+    "device": "string",
+    "impl": "string",
+    "mode": "string",
+    "gating": "string",
+    "batch": "Int64",
+    "input_dim": "Int64",
+    "experts": "Int64",
+    "k": "Int64",
+    "dtype": "string",
+    # timing statistics (milliseconds, bytes)
+    "median_ms": "float64",
+    "iqr_ms": "float64",
+    "p20_ms": "float64",
+    "p80_ms": "float64",
+    "mean_ms": "float64",
+    "min_ms": "float64",
+    "max_ms": "float64",
+    "n_samples": "Int64",
+    "samples_ms": "object",
+    "peak_mem_bytes": "float64",
+    "compile_ms": "float64",
+    "max_abs_err": "float64",
+    # recovery
+    "seed": "Int64",
+    "f1": "float64",
+    "precision": "float64",
+    "recall": "float64",
+    # where the row came from
+    "source": "string",
+    "line": "Int64",
+}
+# Metrics of recovery rows that the tables summarise when present (other columns are kept, not tabulated).
+# (harness/recovery/metrics.py names them; ``support_changes`` is the support instability, 0 = settled.)
+RECOVERY_METRICS: tuple[str, ...] = (
+    "f1",
+    "precision",
+    "recall",
+    "exact_support_rate",
+    "nnz",
+    "support_changes",
+    "steps_to_support",
+    "test_mse",
+    "final_loss",
+)
+# Columns that every row of a kind must have.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "timing": ("gate", "framework", "case_id", "status"),
+    "recovery": ("gate", "framework", "status"),
+}
+# Columns that never identify a case (used to find the identifying columns of recovery rows).
+NON_KEY_COLUMNS: frozenset[str] = (
+    frozenset(COMMON_KEYS) | frozenset(TIMING_STATS) | {"source", "line", "schema"}
+)
+
+
+@dataclass
+class Loaded:
+    """The loaded rows (``frame``) and one line per skipped line or file (``problems``)."""
+
+    frame: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+
+def _expand(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
+            if not found:
+                problems.append(f"{path}: directory holds no .jsonl or .json results file")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file")
+    return files, problems
+
+
+def _is_pytest_benchmark(path: Path) -> bool:
+    if path.suffix != ".json":
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(1).strip()
+    except OSError:
+        return False
+    return head == "{"
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of one JSONL file with their line numbers; ``read_rows`` reports the corrupt lines."""
+    result = read_rows(path)
+    rows: list[dict[str, Any]] = []
+    # read_rows skips blank and bad lines; recover line numbers by re-walking the valid JSON lines.
+    numbers: list[int] = []
+    for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and obj.get("kind") in ("timing", "recovery"):
+            numbers.append(number)
+    for row, number in zip(result.rows, numbers, strict=False):
+        rows.append({**row, "source": str(path), "line": number})
+    return rows, list(result.problems)
+
+
+def _read_pytest_benchmark(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Timing rows from a pytest-benchmark ``--benchmark-json`` file (seconds converted to milliseconds)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        return [], [f"{path}: not JSON ({exc.msg})"]
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        return [], [f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)"]
+    machine = doc.get("machine_info") or {}
+    commit = doc.get("commit_info") or {}
+    prov = {
+        "machine": machine.get("node"),
+        "cpu": (machine.get("cpu") or {}).get("brand_raw"),
+        "python": machine.get("python_version"),
+        "commit": commit.get("id"),
+        "time": doc.get("datetime"),
+        "dirty": commit.get("dirty"),
+        "source_tool": f"pytest-benchmark {doc.get('version', '')}".strip(),
+    }
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, bench in enumerate(doc["benchmarks"]):
+        where = f"{path}:benchmarks[{index}]"
+        if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
+            problems.append(f"{where}: benchmark entry without 'stats'")
+            continue
+        stats, extra = bench["stats"], dict(bench.get("extra_info") or {})
+        row: dict[str, Any] = {
+            "schema": 1,
+            "kind": "timing",
+            "suite": extra.pop("suite", "pytest-benchmark"),
+            "status": "ok",
+            "error": None,
+            "provenance": prov,
+            "source": str(path),
+            "line": index + 1,
+        }
+        for key in TIMING_KEYS:
+            if key in extra:
+                row[key] = extra.pop(key)
+        params = bench.get("params") or {}
+        for key in TIMING_KEYS:
+            if key not in row and key in params:
+                row[key] = params[key]
+        row.setdefault("gate", extra.pop("gate", None) or bench.get("name"))
+        row.setdefault("framework", extra.pop("framework", None) or "unknown")
+        row["case_id"] = extra.pop("case_id", None) or bench.get("fullname") or bench.get("name")
+        to_ms = 1000.0
+        data = stats.get("data")
+        samples = [float(v) * to_ms for v in data] if isinstance(data, list) and data else None
+        row.update(
+            {
+                "median_ms": _scaled(stats.get("median"), to_ms),
+                "mean_ms": _scaled(stats.get("mean"), to_ms),
+                "min_ms": _scaled(stats.get("min"), to_ms),
+                "max_ms": _scaled(stats.get("max"), to_ms),
+                "iqr_ms": _scaled(stats.get("iqr"), to_ms),
+                "n_samples": len(samples) if samples else stats.get("rounds"),
+                "samples_ms": samples,
+            }
+        )
+        if samples:
+            row["p20_ms"], row["p80_ms"] = (float(v) for v in np.percentile(samples, [20, 80]))
+        row.update(extra)  # the rest of extra_info: unknown columns, kept
+        rows.append(row)
+    return rows, problems
+
+
+def _scaled(value: Any, factor: float) -> float | None:
+    return float(value) * factor if isinstance(value, (int, float)) else None
+
+
+def _check_required(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    kept: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for row in rows:
+        missing = [key for key in REQUIRED[row["kind"]] if row.get(key) in (None, "")]
+        if missing:
+            problems.append(
+                f"{row.get('source')}:{row.get('line')}: {row['kind']} row without {', '.join(missing)}"
+            )
+            continue
+        kept.append(row)
+    return kept, problems
+
+
+def empty_frame() -> pd.DataFrame:
+    """A frame with every declared column and no rows."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in SCHEMA.items()})
+
+
+def to_frame(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
+    """Rows to a frame with the declared dtypes; values that do not fit a declared dtype become problems."""
+    problems: list[str] = []
+    if not rows:
+        return empty_frame(), problems
+    frame = pd.DataFrame.from_records(rows)
+    for name, dtype in SCHEMA.items():
+        if name not in frame.columns:
+            frame[name] = pd.Series([None] * len(frame), dtype=dtype, index=frame.index)
+            continue
+        if dtype == "object":
+            continue
+        try:
+            if dtype in ("Int64", "float64"):
+                numeric = pd.to_numeric(frame[name], errors="coerce")
+                bad = numeric.isna() & frame[name].notna()
+                if bad.any():
+                    for idx in frame.index[bad]:
+                        problems.append(
+                            f"{frame.at[idx, 'source']}:{frame.at[idx, 'line']}: column {name!r}: "
+                            f"expected a number, got {frame.at[idx, name]!r} (set to missing)"
+                        )
+                if dtype == "Int64":
+                    whole = numeric.dropna()
+                    if not np.all(np.equal(np.mod(whole.to_numpy(dtype=float), 1), 0)):
+                        numeric = numeric.astype("float64")  # non-integral: keep as float rather than lose it
+                        frame[name] = numeric
+                        continue
+                frame[name] = numeric.astype(dtype)
+            else:
+                frame[name] = frame[name].astype(dtype)
+        except (TypeError, ValueError) as exc:  # pragma: no cover - defensive: keep the raw column
+            problems.append(f"column {name!r}: cannot convert to {dtype} ({exc}); kept as is")
+    ordered = list(SCHEMA) + [c for c in frame.columns if c not in SCHEMA]
+    return frame[ordered], problems
+
+
+def load_results(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> Loaded:
+    """Load every results file in ``paths`` (files or directories) into one frame (see the module doc)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files, problems = _expand(paths)
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        got, bad = _read_pytest_benchmark(path) if _is_pytest_benchmark(path) else _read_jsonl(path)
+        rows.extend(got)
+        problems.extend(bad)
+    rows, bad = _check_required(rows)
+    problems.extend(bad)
+    frame, bad = to_frame(rows)
+    problems.extend(bad)
+    return Loaded(frame=frame, problems=problems)
+
+
+def samples_of(row: pd.Series | dict[str, Any]) -> np.ndarray:
+    """The raw samples of a timing row as a float array (empty when the row has none)."""
+    value = row.get("samples_ms") if hasattr(row, "get") else None
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.empty(0)
+    arr = np.asarray(value, dtype=float).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def provenance_summary(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The distinct provenance records of the frame (machine, GPU, versions, commit), for the report."""
+    seen: dict[str, dict[str, Any]] = {}
+    for prov in frame.get("provenance", pd.Series(dtype=object)):
+        if not isinstance(prov, dict):
+            continue
+        record = {k: v for k, v in prov.items() if k != "time"}
+        seen.setdefault(json.dumps(record, sort_keys=True, default=str), record)
+    return list(seen.values())

@@ -1,0 +1,334 @@
+"""Tables of a report: timing ratios to a baseline gate, peak memory, recovery metrics.
+
+Timing table: one row per case (gate x framework x implementation) within a *shape* (device, gating, batch,
+input_dim, experts, k, dtype) and *mode*; ``ratio = median(case) / median(baseline)`` where the baseline is
+the baseline gate (default Top-k) in the same framework, shape and mode. The 95% interval is a bootstrap of
+the ratio of medians over the raw samples; the mark is ``faster`` / ``slower`` when a two-sided Mann-Whitney U
+test on the raw samples gives ``p < alpha``, ``not significant`` otherwise (``n/a`` without samples).
+
+Recovery table: per gate x framework (x the other identifying columns), each metric's mean +- standard error
+over seeds, and a paired t-test over the seeds shared with the baseline gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .load import NON_KEY_COLUMNS, RECOVERY_METRICS, samples_of
+from .stats import DEFAULT_ALPHA, SAME, UNKNOWN, mark, mean_se, paired_test, ratio_stats
+
+# A timing shape: what must be equal for two cases to be compared.
+SHAPE_KEYS: tuple[str, ...] = ("device", "gating", "batch", "input_dim", "experts", "k", "dtype")
+CASE_KEYS: tuple[str, ...] = ("gate", "framework", "impl")
+DEFAULT_BASELINE = "topk"
+_MISSING = "-"
+
+
+def parse_baseline(baseline: str) -> tuple[str, str | None]:
+    """``"gate"`` or ``"gate/impl"`` -> ``(gate, impl or None)``."""
+    if not baseline or not isinstance(baseline, str):
+        raise ValueError(
+            f"baseline: expected a gate name such as 'topk' or 'dselect_k/fused'; got {baseline!r}"
+        )
+    gate, _, impl = baseline.partition("/")
+    return gate, (impl or None)
+
+
+def _keyed(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """A copy whose key columns are plain objects with missing values as ``"-"`` (so groupby keeps them)."""
+    out = frame.copy()
+    for key in keys:
+        if key not in out.columns:
+            out[key] = _MISSING
+        out[key] = out[key].astype(object).where(out[key].notna(), _MISSING)
+    return out
+
+
+def timing_table(
+    frame: pd.DataFrame,
+    *,
+    baseline: str = DEFAULT_BASELINE,
+    alpha: float = DEFAULT_ALPHA,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The timing comparison (see the module docstring): one row per ok timing case.
+
+    Columns: the shape keys, ``mode``, the case keys, ``median_ms``, ``iqr_ms``, ``n_samples``, ``baseline``,
+    ``ratio``, ``ci_low``, ``ci_high``, ``p_value``, ``mark``, ``peak_mem_bytes``, ``mem_ratio``.
+    A case whose baseline is missing in its framework, shape and mode has NaN ratio and mark ``n/a``.
+    """
+    base_gate, base_impl = parse_baseline(baseline)
+    ok = frame[(frame["kind"] == "timing") & (frame["status"] == "ok")]
+    columns = [
+        *SHAPE_KEYS,
+        "mode",
+        *CASE_KEYS,
+        "median_ms",
+        "iqr_ms",
+        "n_samples",
+        "baseline",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "mark",
+        "peak_mem_bytes",
+        "mem_ratio",
+    ]
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
+    out_rows: list[dict] = []
+    group_keys = [*SHAPE_KEYS, "mode", "framework"]
+    for _, group in ok.groupby(group_keys, sort=True, dropna=False):
+        candidates = group[group["gate"] == base_gate]
+        if base_impl is not None:
+            candidates = candidates[candidates["impl"] == base_impl]
+        for _, row in group.iterrows():
+            base = _pick_baseline(candidates, row["impl"])
+            base_label = _label(base) if base is not None else f"{baseline} (missing)"
+            rec = {key: row[key] for key in columns if key in row.index and key not in ("baseline",)}
+            rec["baseline"] = base_label
+            if base is None:
+                rec.update(
+                    ratio=np.nan,
+                    ci_low=np.nan,
+                    ci_high=np.nan,
+                    p_value=np.nan,
+                    mark=UNKNOWN,
+                    mem_ratio=np.nan,
+                )
+            else:
+                st = ratio_stats(
+                    samples_of(row),
+                    samples_of(base),
+                    median_a=row["median_ms"],
+                    median_b=base["median_ms"],
+                    level=level,
+                    n_boot=n_boot,
+                    seed=seed,
+                )
+                if row.name == base.name:  # the baseline itself: ratio 1 by definition, nothing to test
+                    rec.update(ratio=1.0, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, mark="baseline")
+                else:
+                    rec.update(
+                        ratio=st.ratio,
+                        ci_low=st.ci_low,
+                        ci_high=st.ci_high,
+                        p_value=st.p_value,
+                        mark=mark(st.ratio, st.p_value, alpha=alpha),
+                    )
+                rec["mem_ratio"] = _safe_div(row.get("peak_mem_bytes"), base.get("peak_mem_bytes"))
+            out_rows.append(rec)
+    return pd.DataFrame(out_rows, columns=columns)
+
+
+def _pick_baseline(candidates: pd.DataFrame, impl: object) -> pd.Series | None:
+    """The baseline row for a case of implementation ``impl``: the baseline gate with the same implementation
+    (compiled against compiled), else its default eager one, else the first there is."""
+    if candidates.empty:
+        return None
+    for wanted in (impl, "eager"):
+        same = candidates[candidates["impl"] == wanted]
+        if len(same):
+            return same.iloc[0]
+    return candidates.iloc[0]
+
+
+def _label(row: pd.Series) -> str:
+    impl = row.get("impl")
+    return str(row["gate"]) if impl in (None, _MISSING) or pd.isna(impl) else f"{row['gate']}/{impl}"
+
+
+def _safe_div(a: object, b: object) -> float:
+    try:
+        a_f, b_f = float(a), float(b)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+    return a_f / b_f if np.isfinite(a_f) and np.isfinite(b_f) and b_f != 0 else float("nan")
+
+
+def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Peak memory (MiB) per case, one column per framework, rows gate x impl within each shape and mode."""
+    ok = frame[(frame["kind"] == "timing") & (frame["status"] == "ok") & frame["peak_mem_bytes"].notna()]
+    if ok.empty:
+        return pd.DataFrame()
+    ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
+    ok = ok.assign(peak_mem_mib=ok["peak_mem_bytes"].astype(float) / 2**20)
+    return ok.pivot_table(
+        index=[*SHAPE_KEYS, "mode", "gate", "impl"],
+        columns="framework",
+        values="peak_mem_mib",
+        aggfunc="median",
+    )
+
+
+def recovery_keys(frame: pd.DataFrame) -> list[str]:
+    """The identifying columns of recovery rows: everything but seed, metrics, statistics and bookkeeping."""
+    rec = frame[frame["kind"] == "recovery"].dropna(axis=1, how="all")
+    keys = []
+    for col in rec.columns:
+        if col in NON_KEY_COLUMNS or col in RECOVERY_METRICS or col == "seed":
+            continue
+        values = rec[col]
+        if values.map(lambda v: isinstance(v, (list, dict))).any():
+            continue
+        if pd.api.types.is_float_dtype(values):
+            continue  # measured values (losses, times) are not identifiers
+        keys.append(col)
+    for first in ("framework", "gate"):  # gate, framework first
+        if first in keys:
+            keys.remove(first)
+            keys.insert(0, first)
+    return keys
+
+
+def recovery_metrics(frame: pd.DataFrame) -> list[str]:
+    rec = frame[frame["kind"] == "recovery"]
+    return [m for m in RECOVERY_METRICS if m in rec.columns and rec[m].notna().any()]
+
+
+def recovery_table(
+    frame: pd.DataFrame, *, baseline: str = DEFAULT_BASELINE, alpha: float = DEFAULT_ALPHA
+) -> pd.DataFrame:
+    """Mean +- s.e. of each recovery metric per configuration, with the paired test against the baseline gate.
+
+    For each metric ``m`` the columns are ``m_mean``, ``m_se``, ``m_diff`` (mean over shared seeds of
+    ``m(case) - m(baseline)``), ``m_p`` (paired t-test) and ``m_mark`` (``better`` / ``worse`` when ``p <
+    alpha``; for ``f1``, ``precision``, ``recall`` larger is better, for the rest the mark says ``higher`` /
+    ``lower``).
+    """
+    base_gate, _ = parse_baseline(baseline)
+    rec = frame[(frame["kind"] == "recovery") & (frame["status"] == "ok")]
+    metrics = recovery_metrics(frame)
+    if rec.empty or not metrics:
+        return pd.DataFrame()
+    keys = recovery_keys(frame)
+    rec = _keyed(rec, keys)
+    other = [k for k in keys if k != "gate"]  # the baseline shares these
+    out_rows: list[dict] = []
+    for _, group in rec.groupby(keys, sort=True, dropna=False):
+        first = group.iloc[0]
+        base_mask = rec["gate"] == base_gate
+        for key in other:
+            base_mask &= rec[key] == first[key]
+        base = rec[base_mask]
+        row: dict = {key: first[key] for key in keys}
+        row["seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
+        for m in metrics:
+            mean, se, _ = mean_se(group[m].to_numpy(dtype=float))
+            row[f"{m}_mean"], row[f"{m}_se"] = mean, se
+            if first["gate"] == base_gate or base.empty or "seed" not in group:
+                row[f"{m}_diff"], row[f"{m}_p"] = np.nan, np.nan
+                row[f"{m}_mark"] = "baseline" if first["gate"] == base_gate else UNKNOWN
+                continue
+            a = group.groupby("seed")[m].mean()
+            b = base.groupby("seed")[m].mean()
+            shared = a.index.intersection(b.index)
+            st = paired_test(a.loc[shared].to_numpy(dtype=float), b.loc[shared].to_numpy(dtype=float))
+            row[f"{m}_diff"], row[f"{m}_p"] = st.mean_diff, st.p_value
+            row[f"{m}_mark"] = _recovery_mark(m, st.mean_diff, st.p_value, alpha)
+        out_rows.append(row)
+    return pd.DataFrame(out_rows)
+
+
+_HIGHER_IS_BETTER = frozenset({"f1", "precision", "recall", "exact_support_rate"})
+_LOWER_IS_BETTER = frozenset({"test_mse", "final_loss", "steps_to_support", "support_changes"})
+
+
+def _recovery_mark(metric: str, diff: float, p: float, alpha: float) -> str:
+    if not np.isfinite(p):
+        return UNKNOWN
+    if p >= alpha or diff == 0:
+        return SAME
+    if metric in _HIGHER_IS_BETTER:
+        return "better" if diff > 0 else "worse"
+    if metric in _LOWER_IS_BETTER:
+        return "better" if diff < 0 else "worse"
+    return "higher" if diff > 0 else "lower"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Formatting for HTML / Markdown.
+# ------------------------------------------------------------------------------------------------------------
+def format_timing(table: pd.DataFrame) -> pd.DataFrame:
+    """Readable columns: ``ratio [lo, hi]`` and the mark, times to 4 significant digits."""
+    if table.empty:
+        return table
+    out = table.copy()
+    out["median_ms"] = out["median_ms"].map(lambda v: f"{v:.4g}" if pd.notna(v) else "")
+    out["ratio (95% CI)"] = [
+        _fmt_ratio(r, lo, hi) for r, lo, hi in zip(out["ratio"], out["ci_low"], out["ci_high"], strict=True)
+    ]
+    out["p"] = out["p_value"].map(lambda v: f"{v:.2g}" if pd.notna(v) else "")
+    out["peak MiB"] = out["peak_mem_bytes"].map(lambda v: f"{v / 2**20:.3g}" if pd.notna(v) else "")
+    keep = [
+        *SHAPE_KEYS,
+        "mode",
+        *CASE_KEYS,
+        "median_ms",
+        "baseline",
+        "ratio (95% CI)",
+        "p",
+        "mark",
+        "peak MiB",
+    ]
+    return out[keep]
+
+
+def _fmt_ratio(r: float, lo: float, hi: float) -> str:
+    if not np.isfinite(r):
+        return ""
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{r:.3f}"
+
+
+def format_recovery(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """``mean +- se`` strings and ``diff (p, mark)`` per metric."""
+    if table.empty:
+        return table
+    key_cols = [c for c in table.columns if not any(c.startswith(f"{m}_") for m in metrics)]
+    out = table[key_cols].copy()
+    for m in metrics:
+        out[m] = [_fmt_mean_se(a, b) for a, b in zip(table[f"{m}_mean"], table[f"{m}_se"], strict=True)]
+        out[f"{m} vs baseline"] = [
+            _fmt_paired(d, p, mk)
+            for d, p, mk in zip(table[f"{m}_diff"], table[f"{m}_p"], table[f"{m}_mark"], strict=True)
+        ]
+    return out
+
+
+def _fmt_mean_se(mean: float, se: float) -> str:
+    if not np.isfinite(mean):
+        return ""
+    return f"{mean:.3f} ± {se:.3f}" if np.isfinite(se) else f"{mean:.3f}"
+
+
+def _fmt_paired(diff: float, p: float, mk: str) -> str:
+    if mk == "baseline":
+        return "baseline"
+    if not np.isfinite(diff):
+        return mk
+    return f"{diff:+.3f} (p={p:.2g}, {mk})" if np.isfinite(p) else f"{diff:+.3f} ({mk})"
+
+
+__all__ = [
+    "DEFAULT_BASELINE",
+    "SHAPE_KEYS",
+    "CASE_KEYS",
+    "timing_table",
+    "memory_table",
+    "recovery_table",
+    "recovery_keys",
+    "recovery_metrics",
+    "format_timing",
+    "format_recovery",
+    "parse_baseline",
+    "SAME",
+]
