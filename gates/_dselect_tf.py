@@ -15,7 +15,7 @@ def _smooth_step_and_slope(z: tf.Tensor, gamma: float) -> tuple[tf.Tensor, tf.Te
     half = gamma / 2
     inside = (z > -half) & (z < half)
     poly = (-2.0 / gamma**3) * z**3 + (1.5 / gamma) * z + 0.5
-    s = tf.where(inside, poly, tf.cast(z >= half, z.dtype))
+    s = tf.where(z <= -half, tf.zeros_like(z), tf.where(z >= half, tf.ones_like(z), poly))  # NaN stays NaN
     slope = tf.where(inside, (-6.0 / gamma**3) * z * z + 1.5 / gamma, tf.zeros_like(z))
     return s, slope
 
@@ -26,7 +26,7 @@ def _interleave(lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
     return tf.reshape(both, tf.concat([tf.shape(lo)[:-1], [-1]], axis=0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dselect_k_op(num_experts: int, gamma: float):
     @tf.custom_gradient
     def op(z: tf.Tensor, w: tf.Tensor):

@@ -26,7 +26,7 @@ def _smooth_step_and_slope(z: torch.Tensor, gamma: float) -> tuple[torch.Tensor,
     half = gamma / 2
     inside = (z > -half) & (z < half)
     poly = (-2.0 / gamma**3) * z**3 + (1.5 / gamma) * z + 0.5
-    s = torch.where(inside, poly, (z >= half).to(z.dtype))
+    s = torch.where(z <= -half, 0.0, torch.where(z >= half, 1.0, poly))  # NaN stays NaN
     slope = torch.where(inside, (-6.0 / gamma**3) * z * z + 1.5 / gamma, torch.zeros_like(z))
     return s, slope
 
@@ -87,7 +87,9 @@ class _DSelectK(torch.autograd.Function):
         return grad_z, grad_w, None, None
 
 
-def dselect_k_fused(z_logits: torch.Tensor, w_logits: torch.Tensor, num_experts: int, gamma: float) -> torch.Tensor:
+def dselect_k_fused(
+    z_logits: torch.Tensor, w_logits: torch.Tensor, num_experts: int, gamma: float
+) -> torch.Tensor:
     """``z_logits (..., k, m)``, ``w_logits (..., k) -> (..., n)``; arguments already checked by the caller."""
     lead = z_logits.shape[:-2]
     k, m = z_logits.shape[-2:]

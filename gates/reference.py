@@ -115,13 +115,15 @@ def hard_concrete_gates(
 def hard_concrete_weights(gates: np.ndarray) -> np.ndarray:
     """``q = z / sum(z)``; an all-zero row stays all-zero."""
     total = gates.sum(axis=-1, keepdims=True)
-    return gates / np.where(total > 0, total, 1.0)
+    return gates / np.where(total == 0, 1.0, total)
 
 
 def hard_concrete_l0(
-    log_alpha: np.ndarray, beta: float = spec.HARD_CONCRETE_BETA, limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS
+    log_alpha: np.ndarray,
+    beta: float = spec.HARD_CONCRETE_BETA,
+    limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
 ) -> np.ndarray:
-    """Expected number of non-zero gates: ``sum_e sigmoid(log_alpha_e - beta log(-gamma / zeta))``, ``(..., n) -> (...)``."""
+    """Expected number of non-zero gates: ``sum_e sigmoid(log_alpha_e - beta log(-gamma/zeta))``."""
     lo, hi = spec.check_limits(limits)
     la = np.asarray(log_alpha, dtype=np.float64)
     shift = beta * np.log(-lo / hi)
@@ -163,10 +165,7 @@ def gate_forward(
         out = np.asarray(x, dtype=np.float64) @ p[kernel]
         return out + p[bias] if bias else out
 
-    if config.per_example:
-        if x is None:
-            raise ValueError("x: expected an array of shape (batch, input_dim) for a per-example gate; got None")
-        spec.check_last_dim("x", np.shape(x), config.input_dim)
+    config.check_input(None if x is None else np.shape(x))
 
     def batch_mean(v: np.ndarray) -> float:
         return float(np.mean(v))
@@ -203,7 +202,9 @@ def gate_forward(
     if training and h["noisy"]:
         noise_l = affine("noise_kernel", None) if config.per_example else p["noise_logits"]
         if noise is None:
-            raise ValueError("noise: expected standard normal noise for a noisy Top-k gate in training; got None")
+            raise ValueError(
+                "noise: expected standard normal noise for a noisy Top-k gate in training; got None"
+            )
         logits = logits + np.asarray(noise) * np.logaddexp(0.0, noise_l)
     q = topk_weights(logits, k)
     if training and h["load_balance"] > 0:

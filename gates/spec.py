@@ -93,7 +93,9 @@ def check_limits(limits: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in limits)
     except (TypeError, ValueError):
-        raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}") from None
+        raise ValueError(
+            f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
         raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}")
     return lo, hi
@@ -188,7 +190,9 @@ class GateConfig:
         unknown = sorted(set(self.hparams) - set(defaults))
         if unknown:
             allowed = ", ".join(sorted(defaults)) or "none"
-            raise ValueError(f"hparams: unknown for gate {self.name!r}: {', '.join(unknown)} (allowed: {allowed})")
+            raise ValueError(
+                f"hparams: expected only {allowed} for gate {self.name!r}; got unknown {', '.join(unknown)}"
+            )
         merged = {**defaults, **self.hparams}
         if self.name == "dselect_k":
             merged["gamma"] = check_positive("gamma", merged["gamma"])
@@ -211,6 +215,25 @@ class GateConfig:
     @property
     def num_bits(self) -> int:
         return num_code_bits(self.num_experts)
+
+    def check_input(self, shape: Sequence[int | None] | None) -> None:
+        """Check the shape of a gate's input ``x`` (``None`` when the gate is called without one)."""
+        if self.per_example:
+            if shape is None or len(tuple(shape)) != 2:
+                got = None if shape is None else tuple(shape)
+                raise ValueError(f"x: expected an array of shape (batch, {self.input_dim}); got {got}")
+            check_last_dim("x", shape, self.input_dim)
+        elif shape is not None:
+            raise ValueError(f"x: a static gate takes no input (input_dim=None); got shape {tuple(shape)}")
+
+    def check_call(
+        self, x_shape: Sequence[int | None] | None, noise_shape: Sequence[int | None] | None
+    ) -> None:
+        """Check a gate call's input and noise shapes; the noise has the shape of the weights."""
+        self.check_input(x_shape)
+        if noise_shape is not None:
+            want = (tuple(x_shape)[0], self.num_experts) if self.per_example else (self.num_experts,)
+            check_same_shape("noise", noise_shape, want, "the weights")
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, identical in both frameworks."""
@@ -268,5 +291,7 @@ class GateConfig:
         return out
 
 
-def make_config(name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any) -> GateConfig:
+def make_config(
+    name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any
+) -> GateConfig:
     return GateConfig(name=name, num_experts=num_experts, k=k, input_dim=input_dim, hparams=hparams)

@@ -87,7 +87,9 @@ def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float
     spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
-        spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
+        spec.check_same_shape(
+            "w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis"
+        )
     return num_experts, gamma
 
 
@@ -154,7 +156,7 @@ def hard_concrete_gates(
 def hard_concrete_weights(gates: tf.Tensor) -> tf.Tensor:
     """``q = z / sum(z)``; an all-zero row stays all-zero."""
     total = tf.reduce_sum(gates, axis=-1, keepdims=True)
-    return gates / tf.where(total > 0, total, tf.ones_like(total))
+    return gates / tf.where(total == 0, tf.ones_like(total), total)
 
 
 def hard_concrete_l0(
@@ -188,7 +190,12 @@ class Gate(keras.layers.Layer):
     """
 
     def __init__(
-        self, config: spec.GateConfig, dtype: str = "float32", seed: Any = 0, impl: str = "auto", **kwargs: Any
+        self,
+        config: spec.GateConfig,
+        dtype: str = "float32",
+        seed: Any = 0,
+        impl: str = "auto",
+        **kwargs: Any,
     ):
         super().__init__(dtype=spec.check_dtype(dtype), **kwargs)
         self.config = config
@@ -212,23 +219,23 @@ class Gate(keras.layers.Layer):
         return self._params[key]
 
     # --- forward ---------------------------------------------------------------------------------------------
-    def _check_x(self, x: tf.Tensor | None) -> None:
-        if self.config.per_example:
-            if x is None or len(x.shape) != 2:
-                got = None if x is None else tuple(x.shape)
-                raise ValueError(f"x: expected a tensor of shape (batch, {self.config.input_dim}); got {got}")
-            spec.check_last_dim("x", x.shape, self.config.input_dim)
-        elif x is not None:
-            raise ValueError(f"x: a static gate takes no input (input_dim=None); got shape {tuple(x.shape)}")
-
     def _affine(self, x: tf.Tensor | None, kernel: str, bias: str | None, static: str) -> tf.Tensor:
         if x is None:
             return tf.convert_to_tensor(self._params[static])
         out = tf.matmul(x, self._params[kernel])
         return out + self._params[bias] if bias else out
 
+    def __call__(
+        self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None, **kw
+    ):
+        # Checked here, before Keras wraps exceptions raised inside `call` into a longer message.
+        self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
+        if noise is not None and self.config.name == "hard_concrete" and tf.executing_eagerly():
+            spec.check_unit_interval_open("u", float(tf.reduce_min(noise)), float(tf.reduce_max(noise)))
+        args = () if x is None else (x,)
+        return super().__call__(*args, training=training, noise=noise, **kw)
+
     def call(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None):
-        self._check_x(x)
         cfg, h, training = self.config, self.config.hparams, bool(training)
         reg = tf.zeros((), dtype=self.compute_dtype)
         n, k = cfg.num_experts, cfg.k
@@ -257,8 +264,9 @@ class Gate(keras.layers.Layer):
             else:
                 if training and h["noisy"]:
                     noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
-                    eps = noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
-                    spec.check_same_shape("noise", eps.shape, logits.shape, "the logits")
+                    eps = (
+                        noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
+                    )
                     logits = logits + eps * tf.nn.softplus(noise_l)
                 q = topk_weights(logits, k)
                 if training and h["load_balance"] > 0:

@@ -85,7 +85,9 @@ def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float
     spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
-        spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
+        spec.check_same_shape(
+            "w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis"
+        )
     return num_experts, gamma
 
 
@@ -120,7 +122,9 @@ def dselect_k_entropy(z_logits: torch.Tensor, num_experts: int, gamma: float = 1
     return -(r * torch.log(r + spec.ENTROPY_EPS)).sum(dim=(-2, -1))
 
 
-def dselect_k_unreachable_penalty(z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0) -> torch.Tensor:
+def dselect_k_unreachable_penalty(
+    z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0
+) -> torch.Tensor:
     """Sum over selectors of ``1 / sum_{e<n} r_e``: ``(..., k, m) -> (...)``."""
     r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
     return (1.0 / r.sum(dim=-1)).sum(dim=-1)
@@ -140,7 +144,7 @@ def hard_concrete_gates(
         s = torch.sigmoid(log_alpha)
     else:
         spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
-        spec.check_unit_interval_open("u", float(u.min()), float(u.max()))
+        spec.check_unit_interval_open("u", float(u.detach().min()), float(u.detach().max()))
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
     return torch.clamp(s * (hi - lo) + lo, 0.0, 1.0)
 
@@ -148,7 +152,7 @@ def hard_concrete_gates(
 def hard_concrete_weights(gates: torch.Tensor) -> torch.Tensor:
     """``q = z / sum(z)``; an all-zero row stays all-zero."""
     total = gates.sum(dim=-1, keepdim=True)
-    return gates / torch.where(total > 0, total, torch.ones_like(total))
+    return gates / torch.where(total == 0, torch.ones_like(total), total)
 
 
 def hard_concrete_l0(
@@ -184,14 +188,21 @@ class Gate(nn.Module):
     """
 
     def __init__(
-        self, config: spec.GateConfig, dtype: str = "float32", device: Any = None, seed: Any = 0, impl: str = "auto"
+        self,
+        config: spec.GateConfig,
+        dtype: str = "float32",
+        device: Any = None,
+        seed: Any = 0,
+        impl: str = "auto",
     ):
         super().__init__()
         self.config = config
         self.impl = spec.check_impl(config.name, impl)
         self.dtype = _DTYPES[spec.check_dtype(dtype)]
         for key, value in config.init_params(seed).items():
-            self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))
+            self.register_parameter(
+                key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device))
+            )
         self.regularization_loss = torch.zeros((), dtype=self.dtype, device=device)
 
     # --- parameters as NumPy -------------------------------------------------------------------------------
@@ -204,15 +215,6 @@ class Gate(nn.Module):
             getattr(self, key).copy_(torch.as_tensor(value, dtype=self.dtype))
 
     # --- forward ---------------------------------------------------------------------------------------------
-    def _check_x(self, x: torch.Tensor | None) -> None:
-        if self.config.per_example:
-            if x is None or x.ndim != 2:
-                got = None if x is None else tuple(x.shape)
-                raise ValueError(f"x: expected a tensor of shape (batch, {self.config.input_dim}); got {got}")
-            spec.check_last_dim("x", x.shape, self.config.input_dim)
-        elif x is not None:
-            raise ValueError(f"x: a static gate takes no input (input_dim=None); got shape {tuple(x.shape)}")
-
     def _affine(self, x: torch.Tensor | None, kernel: str, bias: str | None, static: str) -> torch.Tensor:
         if x is None:
             return getattr(self, static)
@@ -220,7 +222,7 @@ class Gate(nn.Module):
         return out + getattr(self, bias) if bias else out
 
     def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_x(x)
+        self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
         cfg, h, training = self.config, self.config.hparams, self.training
         reg = torch.zeros((), dtype=self.dtype, device=self.regularization_loss.device)
         n, k = cfg.num_experts, cfg.k
@@ -250,7 +252,6 @@ class Gate(nn.Module):
                 if training and h["noisy"]:
                     noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
                     eps = noise if noise is not None else torch.randn_like(logits)
-                    spec.check_same_shape("noise", eps.shape, logits.shape, "the logits")
                     logits = logits + eps * nn.functional.softplus(noise_l)
                 q = topk_weights(logits, k)
                 if training and h["load_balance"] > 0:
@@ -271,7 +272,7 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"name={c.name!r}, num_experts={c.num_experts}, k={c.k}, input_dim={c.input_dim}, hparams={dict(c.hparams)}"
+        return f"name={c.name!r}, num_experts={c.num_experts}, k={c.k}, input_dim={c.input_dim}, hparams={c.hparams}"
 
 
 def _uniform_noise(like: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,32 @@ SCHEMA_VERSION = 1
 
 # Columns that identify a timing case, in order.
 TIMING_KEYS: tuple[str, ...] = (
-    "gate", "framework", "device", "impl", "mode", "gating", "batch", "input_dim", "experts", "k", "dtype",
+    "gate",
+    "framework",
+    "device",
+    "impl",
+    "mode",
+    "gating",
+    "batch",
+    "input_dim",
+    "experts",
+    "k",
+    "dtype",
 )
 # Statistics of a timing row (milliseconds unless named otherwise).
 TIMING_STATS: tuple[str, ...] = (
-    "median_ms", "iqr_ms", "p20_ms", "p80_ms", "mean_ms", "min_ms", "max_ms", "n_samples", "samples_ms",
-    "peak_mem_bytes", "compile_ms", "max_abs_err",
+    "median_ms",
+    "iqr_ms",
+    "p20_ms",
+    "p80_ms",
+    "mean_ms",
+    "min_ms",
+    "max_ms",
+    "n_samples",
+    "samples_ms",
+    "peak_mem_bytes",
+    "compile_ms",
+    "max_abs_err",
 )
 # Columns common to every row.
 COMMON_KEYS: tuple[str, ...] = ("schema", "kind", "suite", "case_id", "status", "error", "provenance")
@@ -48,8 +68,12 @@ def case_id(params: Mapping[str, Any]) -> str:
 def _git_commit(cwd: Path | None = None) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent, capture_output=True,
-            text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -177,8 +201,15 @@ def completed_case_ids(path: str | os.PathLike[str]) -> set[str]:
     return {row["case_id"] for row in read_rows(path).rows if "case_id" in row}
 
 
-def make_row(kind: str, suite: str, params: Mapping[str, Any], status: str, error: str | None = None,
-             extra_provenance: Mapping[str, Any] | None = None, **values: Any) -> dict[str, Any]:
+def make_row(
+    kind: str,
+    suite: str,
+    params: Mapping[str, Any],
+    status: str,
+    error: str | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
+    **values: Any,
+) -> dict[str, Any]:
     """Assemble a row: the case's parameters, its values, and the common columns."""
     if kind not in ("timing", "recovery"):
         raise ValueError(f"kind: expected 'timing' or 'recovery'; got {kind!r}")
