@@ -308,3 +308,55 @@ def check_c(case: Case, inputs: CaseInputs) -> np.ndarray:
     elif amb.any():
         c[:] = 0.0
     return c
+
+
+FD_TOLERANCE = 1e-5
+
+
+def finite_difference_error(case: Case, params: Mapping[str, np.ndarray], x: np.ndarray | None,
+                            noise: np.ndarray | None, c: np.ndarray, grads64: Mapping[str, np.ndarray],
+                            eps: float = 1e-6, directions: int = 2) -> float:
+    """Check float64 framework gradients against central finite differences of ``gates.reference``.
+
+    For seeded random directions ``v`` over the parameters (and ``x``), compares ``<grad, v>`` with
+    ``(L(theta + eps v) - L(theta - eps v)) / (2 eps)`` where ``L = sum(q * c) + regularization`` is computed by
+    the NumPy reference in training mode with the same noise. This makes the gradient check independent of the
+    framework's own code. Returns the largest ``|<grad, v> - fd| / max(1, |fd|)``.
+    """
+    from gates import reference
+
+    config = case.config()
+    names = sorted(grads64)
+
+    def loss(values: Mapping[str, np.ndarray]) -> float:
+        p = {k: values[k] for k in params}
+        out = reference.gate_forward(config, p, values.get("x"), training=True, noise=noise)
+        return float(np.sum(out.weights * c) + out.regularization)
+
+    base = {**{k: np.asarray(v, dtype=np.float64) for k, v in params.items()}}
+    if x is not None:
+        base["x"] = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(SEED_NOISE + 1)
+    worst = 0.0
+    for _ in range(directions):
+        v = {k: rng.standard_normal(base[k].shape) for k in names}
+        plus = {k: base[k] + eps * v[k] if k in v else base[k] for k in base}
+        minus = {k: base[k] - eps * v[k] if k in v else base[k] for k in base}
+        fd = (loss(plus) - loss(minus)) / (2 * eps)
+        dd = float(sum(np.sum(np.asarray(grads64[k]) * v[k]) for k in names))
+        worst = max(worst, abs(dd - fd) / max(1.0, abs(fd)))
+    return worst
+
+
+def add_finite_difference_check(result: dict[str, Any], case: Case, params: Mapping[str, np.ndarray],
+                                x: np.ndarray | None, noise: np.ndarray | None, c: np.ndarray,
+                                grads64: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """``result`` of ``evaluate_accuracy`` plus ``fd_grad_err`` (see ``finite_difference_error``) and its verdict."""
+    err = finite_difference_error(case, params, x, noise, c, grads64)
+    result["fd_grad_err"] = err
+    if not err <= FD_TOLERANCE:
+        msg = (f"accuracy: float64 gradient differs from finite differences of gates.reference by {err:.3g} "
+               f"relative (tolerance {FD_TOLERANCE:g})")
+        result["error"] = f"{result['error']}; {msg}" if result.get("error") else msg
+        result["ok"] = False
+    return result

@@ -209,7 +209,8 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
             r = tape64.gradient(loss64, v64 + ([x64] if x64 is not None else []))
         ref = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
                for name, t, v in zip(names, r, v64 + ([x64] if x64 is not None else []), strict=True)}
-        return cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+        out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, to_numpy(c_check), ref)
 
     def memory() -> int | None:
         return peak_memory(fn, case.device)

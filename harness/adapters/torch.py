@@ -104,7 +104,7 @@ def peak_memory(fn: Callable[[], Any], device: str) -> int | None:
 def to_tensor(array: np.ndarray | None, device: str, dtype: str, requires_grad: bool = False) -> torch.Tensor | None:
     if array is None:
         return None
-    t = torch.as_tensor(np.asarray(array), device=torch_device(device)).to(_DTYPES[dtype])
+    t = torch.tensor(np.asarray(array), device=torch_device(device)).to(_DTYPES[dtype])
     return t.requires_grad_(requires_grad)
 
 
@@ -203,7 +203,13 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
             setup()
     else:  # bwd: forward once, graph kept; backward alone
         t0 = time.perf_counter()
-        loss = loss_fn(x, c, noise)[0]
+        if compiled:
+            # AOTAutograd donates saved buffers to the backward unless told not to, which forbids the
+            # retain_graph=True that repeating a backward needs.
+            with torch._functorch.config.patch(donated_buffer=False):
+                loss = loss_fn(x, c, noise)[0]
+        else:
+            loss = loss_fn(x, c, noise)[0]
         first = (time.perf_counter() - t0) * 1e3
         def fn() -> Any:
             loss.backward(retain_graph=True)
@@ -246,7 +252,8 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
                for name, p in g64.named_parameters()}
         if x64 is not None:
             ref["x"] = to_numpy(x64.grad)
-        return cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+        out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
+        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, to_numpy(c_check), ref)
 
     def memory() -> int:
         if setup is not None:

@@ -1,0 +1,112 @@
+"""End to end: ``gatebench run`` on the smoke suite, ``list``, and a suite killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from harness import _cli_run, cases
+from harness.results import read_rows
+from harness.suite import expand
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _app() -> typer.Typer:
+    # The run/list commands as `gatebench` registers them (harness/cli.py imports every command module).
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    _cli_run.register(app)
+    return app
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_smoke_suite_gives_one_ok_row_per_gate_framework_mode_gating(gt, gf, tmp_path):
+    result = CliRunner().invoke(_app(), ["run", str(ROOT / "suites" / "smoke.toml"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    read = read_rows(tmp_path / "smoke.jsonl")
+    assert read.problems == []
+    keys = [tuple(r[a] for a in ("gate", "framework", "mode", "gating")) for r in read.rows]
+    assert sorted(keys) == sorted(itertools.product(cases.GATES, cases.FRAMEWORKS, cases.MODES, cases.GATINGS))
+    for row in read.rows:
+        assert row["status"] == "ok", (row["case_id"], row["error"])
+        assert row["median_ms"] > 0 and row["iqr_ms"] >= 0 and row["n_samples"] >= 5
+        assert row["max_abs_err"] < 1e-4
+        if row["mode"] != "fwd":
+            assert row["max_grad_err"] < 1e-3 and row["fd_grad_err"] < 1e-5
+    assert "48 run (48 ok, 0 failed" in " ".join(result.output.split())
+
+
+def test_list_shows_suites_gates_and_frameworks():
+    result = CliRunner().invoke(_app(), ["list"])
+    assert result.exit_code == 0, result.output
+    for word in ("smoke", "kernels", "regress", "dselect_k", "torch", "tf"):
+        assert word in result.output
+
+
+def test_run_rejects_an_unknown_suite():
+    result = CliRunner().invoke(_app(), ["run", "no_such_suite"])
+    assert result.exit_code != 0 and "suite" in result.output
+
+
+KILL_SUITE = """
+name = "killme"
+[settings]
+warmup_ms = 5
+rep_ms = 250
+min_reps = 3
+[[grid]]
+gate = ["softmax", "topk", "dselect_k", "hard_concrete"]
+framework = ["torch"]
+mode = ["fwd", "fwdbwd"]
+gating = ["static"]
+batch = 1
+input_dim = 1
+experts = 8
+k = 2
+"""
+
+
+@pytest.mark.torch
+def test_sigkill_mid_suite_then_resume_records_every_case_exactly_once(gt, tmp_path):
+    suite = tmp_path / "killme.toml"
+    suite.write_text(KILL_SUITE)
+    out = tmp_path / "out"
+    results = out / "killme.jsonl"
+    cmd = [sys.executable, "-m", "harness.runner", str(suite), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(read_rows(results).rows) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the suite finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    before = read_rows(results)
+    n_before = len(before.rows)
+    assert 2 <= n_before < 8
+    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = read_rows(results)
+    counts = Counter(row["case_id"] for row in after.rows)
+    assert set(counts) == {c.case_id for c in expand(suite)}
+    assert all(n == 1 for n in counts.values()), counts
+    assert all(row["status"] == "ok" for row in after.rows)
+    assert f"{n_before} already done" in done.stdout

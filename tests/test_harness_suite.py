@@ -1,0 +1,124 @@
+"""Suites: TOML grids expand to the intended cases; filters; argument errors; no framework import."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+
+from harness import cases
+from harness.cases import Case
+from harness.suite import expand, filter_params, load_suite
+
+SMOKE_AXES = ("gate", "framework", "mode", "gating")
+
+
+def test_smoke_has_every_gate_framework_mode_gating_once():
+    got = [tuple(getattr(c, a) for a in SMOKE_AXES) for c in expand("smoke")]
+    want = set(itertools.product(cases.GATES, cases.FRAMEWORKS, cases.MODES, cases.GATINGS))
+    assert sorted(got) == sorted(want)
+
+
+def test_kernels_has_the_named_scales_reference_and_the_expert_sweep():
+    all_cases = expand("kernels")
+    shapes = {(c.batch, c.input_dim, c.experts, c.k) for c in all_cases}
+    for scale in [(4096, 256, 16, 4), (16384, 4096, 64, 4), (16384, 2048, 256, 8)]:
+        assert scale in shapes
+        assert any((c.batch, c.input_dim, c.experts, c.k) == scale and c.gate == "dselect_k"
+                   and c.impl == "reference" for c in all_cases)
+    sweep = sorted({c.experts for c in all_cases if c.batch == 4096 and c.input_dim == 256})
+    assert sweep == [8, 16, 32, 64, 128, 256, 512]
+    assert {c.impl for c in all_cases} == set(cases.IMPLS)
+    # bitwise/reference only for dselect_k
+    assert all(c.gate == "dselect_k" for c in all_cases if c.impl in cases.DSELECT_ONLY_IMPLS)
+    assert load_suite("kernels").settings["flush_l2"] is True
+
+
+def test_regress_loads_and_expands():
+    suite = load_suite("regress")
+    assert suite.kind == "timing" and len(expand(suite)) > 0
+
+
+def _suite(**grid):
+    base = {"gate": ["softmax"], "framework": ["torch"], "mode": ["fwd"], "batch": 8, "input_dim": 4,
+            "experts": 4, "k": 2}
+    base.update(grid)
+    return {"name": "t", "grid": [base]}
+
+
+def test_static_cases_drop_batch_and_deduplicate():
+    got = expand(_suite(gating=["static", "per_example"], batch=[8, 16]))
+    static = [c for c in got if c.gating == "static"]
+    assert len(static) == 1 and static[0].batch is None and static[0].input_dim is None
+    assert len([c for c in got if c.gating == "per_example"]) == 2
+
+
+def test_dselect_only_impls_dropped_for_other_gates():
+    got = expand(_suite(gate=["softmax", "dselect_k"], impl=["eager", "reference"]))
+    assert {(c.gate, c.impl) for c in got} == {("softmax", "eager"), ("dselect_k", "eager"),
+                                               ("dselect_k", "reference")}
+
+
+def test_hparams_by_gate_go_into_the_case_and_its_id():
+    got = expand(_suite(gate=["topk"], hparams={"topk": {"noisy": True}}))
+    assert dict(got[0].hparams) == {"noisy": True}
+    assert "hparams=" in got[0].case_id
+    assert Case.from_params(got[0].params()) == got[0]
+
+
+@pytest.mark.parametrize("grid, match", [
+    ({"gate": ["nope"]}, "gate"),
+    ({"mode": ["sideways"]}, "mode"),
+    ({"colour": "red"}, "unknown keys"),
+    ({"k": 9}, "k"),
+    ({"impl": ["bitwise"]}, None),  # dropped for softmax: no cases, no error
+    ({"device": ["tpu"]}, "device"),
+])
+def test_bad_grids_raise_value_error_naming_the_key(grid, match):
+    if match is None:
+        assert expand(_suite(**grid)) == []
+        return
+    with pytest.raises(ValueError, match=match):
+        expand(_suite(**grid))
+
+
+def test_bad_suite_files(tmp_path):
+    with pytest.raises(ValueError, match="suite"):
+        load_suite(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_suite(bad)
+    with pytest.raises(ValueError, match="kind"):
+        load_suite({"name": "x", "kind": "speed", "grid": []})
+    with pytest.raises(ValueError, match="settings"):
+        load_suite({"name": "x", "settings": {"rep": 1}, "grid": [{}]})
+
+
+def test_filters_select_by_value_and_normalise_devices():
+    params = [c.params() for c in expand("smoke")]
+    kept = filter_params(params, {"gate": ["topk"], "framework": ["torch"], "mode": None, "device": ["CPU"]})
+    assert len(kept) == 6 and all(p["gate"] == "topk" and p["framework"] == "torch" for p in kept)
+    assert filter_params(params, {"device": ["cuda"]}) == []
+    assert len(filter_params(params, {"experts": [16]})) == len(params)
+
+
+def test_case_validation_messages():
+    with pytest.raises(ValueError, match="impl"):
+        Case("softmax", "torch", "cpu", "bitwise", "fwd", "per_example", 8, 4, 4, 2)
+    with pytest.raises(ValueError, match="batch, input_dim"):
+        Case("softmax", "torch", "cpu", "eager", "fwd", "static", 8, 4, 4, 2)
+    with pytest.raises(ValueError, match="batch"):
+        Case("softmax", "torch", "cpu", "eager", "fwd", "per_example", 0, 4, 4, 2)
+
+
+def test_harness_modules_import_no_framework():
+    code = (
+        "import sys, harness, harness.timer, harness.cases, harness.suite, harness.runner, harness.executors, "
+        "harness.adapters, harness._cli_run\n"
+        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
