@@ -62,9 +62,7 @@ def dselect_k_selectors(z_logits: np.ndarray, num_experts: int, gamma: float = 1
     return np.where(codes, s, 1.0 - s).prod(axis=-1)  # (..., k, n)
 
 
-def dselect_k_weights(
-    z_logits: np.ndarray, w_logits: np.ndarray, num_experts: int, gamma: float = 1.0
-) -> np.ndarray:
+def dselect_k_weights(z_logits: np.ndarray, w_logits: np.ndarray, num_experts: int, gamma: float = 1.0) -> np.ndarray:
     """``z_logits (..., k, m)``, ``w_logits (..., k) -> q (..., n)``: ``q = sum_i softmax(w)_i r(z_i)``."""
     w = np.asarray(w_logits, dtype=np.float64)
     z = np.asarray(z_logits, dtype=np.float64)
@@ -202,9 +200,7 @@ def gate_forward(
     if training and h["noisy"]:
         noise_l = affine("noise_kernel", None) if config.per_example else p["noise_logits"]
         if noise is None:
-            raise ValueError(
-                "noise: expected standard normal noise for a noisy Top-k gate in training; got None"
-            )
+            raise ValueError("noise: expected standard normal noise for a noisy Top-k gate in training; got None")
         logits = logits + np.asarray(noise) * np.logaddexp(0.0, noise_l)
     q = topk_weights(logits, k)
     if training and h["load_balance"] > 0:

@@ -30,7 +30,7 @@ ENTROPY_EPS: float = 1e-6
 CV_EPS: float = 1e-10
 
 # Implementations of DSelect-k in the frameworks ("auto" picks the fastest); other gates have one, "auto".
-DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "fused", "bitwise", "reference")
+DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "factorized", "bitwise", "reference")
 
 # Hyper-parameters each gate accepts, with defaults. Regularisation weights default to 0: a gate's loss is opt-in.
 HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -93,9 +93,7 @@ def check_limits(limits: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in limits)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}"
-        ) from None
+        raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
         raise ValueError(f"limits: expected a pair (low, high) with low < 0 and high > 1; got {limits!r}")
     return lo, hi
@@ -226,9 +224,7 @@ class GateConfig:
         elif shape is not None:
             raise ValueError(f"x: a static gate takes no input (input_dim=None); got shape {tuple(shape)}")
 
-    def check_call(
-        self, x_shape: Sequence[int | None] | None, noise_shape: Sequence[int | None] | None
-    ) -> None:
+    def check_call(self, x_shape: Sequence[int | None] | None, noise_shape: Sequence[int | None] | None) -> None:
         """Check a gate call's input and noise shapes; the noise has the shape of the weights."""
         self.check_input(x_shape)
         if noise_shape is not None:
@@ -291,7 +287,5 @@ class GateConfig:
         return out
 
 
-def make_config(
-    name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any
-) -> GateConfig:
+def make_config(name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any) -> GateConfig:
     return GateConfig(name=name, num_experts=num_experts, k=k, input_dim=input_dim, hparams=hparams)

@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from . import spec
-from ._dselect_tf import dselect_k_fused
 
 __all__ = [
     "softmax_weights",
@@ -65,13 +64,27 @@ def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
 
 def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
     """``s (..., k, m) -> r (..., k, n)`` built bit by bit, most significant bit first: O(n) per selector."""
-    s0 = s[..., 0:1]
-    r = tf.concat([1 - s0, s0], axis=-1)  # (..., k, 2)
+    f = tf.stack([1 - s, s], axis=-1)  # (..., k, m, 2): the two factors of every bit
+    r = f[..., 0, :]  # (..., k, 2)
     for j in range(1, s.shape[-1]):
-        sj = s[..., j : j + 1]  # (..., k, 1)
-        both = tf.stack([r * (1 - sj), r * sj], axis=-1)  # (..., k, 2^j, 2)
-        r = tf.reshape(both, tf.concat([tf.shape(r)[:-1], [-1]], axis=0))  # (..., k, 2^(j+1)); index 2i + bit
+        # (..., k, L, 1) * (..., k, 1, 2) -> (..., k, 2L), index 2i + bit (a broadcast product, no concatenation)
+        both = r[..., None] * f[..., j, None, :]
+        r = tf.reshape(both, tf.concat([tf.shape(r)[:-1], [-1]], axis=0))
     return r[..., :num_experts]
+
+
+def _weights_factorized(s: tf.Tensor, alpha: tf.Tensor, num_experts: int) -> tf.Tensor:
+    """``q = sum_i alpha_i r_i`` without building ``r``: codes split into high and low bits, ``e = h 2^lo + l``,
+    so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched
+    ``(2^hi, k) @ (k, 2^lo)`` product. Memory O(k sqrt(n)) per example besides ``q`` itself."""
+    hi = s.shape[-1] // 2
+    rl = _selectors_bitwise(s[..., hi:], 1 << (s.shape[-1] - hi))  # (..., k, 2^lo)
+    if hi == 0:
+        return tf.einsum("...k,...kl->...l", alpha, rl)[..., :num_experts]
+    rh = _selectors_bitwise(s[..., :hi], 1 << hi)  # (..., k, 2^hi)
+    q = tf.einsum("...kh,...kl->...hl", rh * alpha[..., None], rl)  # (..., 2^hi, 2^lo)
+    q = tf.reshape(q, tf.concat([tf.shape(q)[:-2], [-1]], axis=0))
+    return q[..., :num_experts]
 
 
 def _selectors_reference(s: tf.Tensor, num_experts: int) -> tf.Tensor:
@@ -87,9 +100,7 @@ def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float
     spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
-        spec.check_same_shape(
-            "w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis"
-        )
+        spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
     return num_experts, gamma
 
 
@@ -104,17 +115,22 @@ def dselect_k_weights(
 ) -> tf.Tensor:
     """``z_logits (..., k, m)``, ``w_logits (..., k) -> q (..., n)``: ``q = sum_i softmax(w)_i r(z_i)``.
 
-    ``impl``: ``"fused"`` (one custom gradient with an analytic backward, recomputing the selectors instead of
-    storing them), ``"bitwise"`` (plain autodiff over the bit-by-bit build), ``"reference"`` (the reference layer's
-    ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is ``"fused"``.
+    ``impl``: ``"factorized"`` (never builds the ``(..., k, n)`` selectors: one batched product of their high-bit
+    and low-bit halves, see ``_weights_factorized``), ``"bitwise"`` (builds ``(..., k, n)`` bit by bit),
+    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is
+    ``"factorized"``. All are plain autodiff.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
     spec.check_impl("dselect_k", impl)
-    if impl in ("auto", "fused"):
-        return dselect_k_fused(z_logits, w_logits, num_experts, gamma)
+    dtype = z_logits.dtype
+    if dtype in (tf.bfloat16, tf.float16):  # half-precision inputs: compute and accumulate in float32
+        q = dselect_k_weights(tf.cast(z_logits, tf.float32), tf.cast(w_logits, tf.float32), num_experts, gamma, impl)
+        return tf.cast(q, dtype)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
-    r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
     alpha = tf.nn.softmax(w_logits, axis=-1)  # (..., k)
+    if impl in ("auto", "factorized"):
+        return _weights_factorized(s, alpha, num_experts)  # (..., n)
+    r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
     return tf.einsum("...k,...kn->...n", alpha, r)  # (..., n)
 
 
@@ -225,9 +241,7 @@ class Gate(keras.layers.Layer):
         out = tf.matmul(x, self._params[kernel])
         return out + self._params[bias] if bias else out
 
-    def __call__(
-        self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None, **kw
-    ):
+    def __call__(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None, **kw):
         # Checked here, before Keras wraps exceptions raised inside `call` into a longer message.
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
         if noise is not None and self.config.name == "hard_concrete" and tf.executing_eagerly():
@@ -264,9 +278,7 @@ class Gate(keras.layers.Layer):
             else:
                 if training and h["noisy"]:
                     noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
-                    eps = (
-                        noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
-                    )
+                    eps = noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
                     logits = logits + eps * tf.nn.softplus(noise_l)
                 q = topk_weights(logits, k)
                 if training and h["load_balance"] > 0:

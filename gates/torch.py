@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from . import spec
-from ._dselect_torch import dselect_k_fused
 
 __all__ = [
     "softmax_weights",
@@ -64,12 +63,25 @@ def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
 
 def _selectors_bitwise(s: torch.Tensor, num_experts: int) -> torch.Tensor:
     """``s (..., k, m) -> r (..., k, n)`` built bit by bit, most significant bit first: O(n) per selector."""
-    s0 = s[..., 0:1]
-    r = torch.cat([1 - s0, s0], dim=-1)  # (..., k, 2)
+    f = torch.stack([1 - s, s], dim=-1)  # (..., k, m, 2): the two factors of every bit
+    r = f[..., 0, :]  # (..., k, 2)
     for j in range(1, s.shape[-1]):
-        sj = s[..., j : j + 1]  # (..., k, 1)
-        r = torch.stack([r * (1 - sj), r * sj], dim=-1).flatten(-2)  # (..., k, 2^(j+1)); index 2i + bit
+        # (..., k, L, 1) * (..., k, 1, 2) -> (..., k, 2L), index 2i + bit (a broadcast product, no concatenation)
+        r = (r.unsqueeze(-1) * f[..., j, None, :]).flatten(-2)
     return r[..., :num_experts]
+
+
+def _weights_factorized(s: torch.Tensor, alpha: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """``q = sum_i alpha_i r_i`` without building ``r``: codes split into high and low bits, ``e = h 2^lo + l``,
+    so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched
+    ``(2^hi, k) @ (k, 2^lo)`` product. Memory O(k sqrt(n)) per example besides ``q`` itself."""
+    hi = s.shape[-1] // 2
+    rl = _selectors_bitwise(s[..., hi:], 1 << (s.shape[-1] - hi))  # (..., k, 2^lo)
+    if hi == 0:
+        return torch.einsum("...k,...kl->...l", alpha, rl)[..., :num_experts]
+    rh = _selectors_bitwise(s[..., :hi], 1 << hi)  # (..., k, 2^hi)
+    q = torch.einsum("...kh,...kl->...hl", rh * alpha.unsqueeze(-1), rl)  # (..., 2^hi, 2^lo)
+    return q.flatten(-2)[..., :num_experts]
 
 
 def _selectors_reference(s: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -85,9 +97,7 @@ def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float
     spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
-        spec.check_same_shape(
-            "w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis"
-        )
+        spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
     return num_experts, gamma
 
 
@@ -102,17 +112,21 @@ def dselect_k_weights(
 ) -> torch.Tensor:
     """``z_logits (..., k, m)``, ``w_logits (..., k) -> q (..., n)``: ``q = sum_i softmax(w)_i r(z_i)``.
 
-    ``impl``: ``"fused"`` (one custom autograd function with an analytic backward, recomputing the selectors
-    instead of storing them), ``"bitwise"`` (plain autograd over the bit-by-bit build), ``"reference"`` (the
-    reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is ``"fused"``.
+    ``impl``: ``"factorized"`` (never builds the ``(..., k, n)`` selectors: one batched product of their high-bit
+    and low-bit halves, see ``_weights_factorized``), ``"bitwise"`` (builds ``(..., k, n)`` bit by bit),
+    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is
+    ``"factorized"``. All are plain autograd.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
     spec.check_impl("dselect_k", impl)
-    if impl in ("auto", "fused"):
-        return dselect_k_fused(z_logits, w_logits, num_experts, gamma)
+    dtype = z_logits.dtype
+    if dtype in (torch.bfloat16, torch.float16):  # half-precision inputs: compute and accumulate in float32
+        return dselect_k_weights(z_logits.float(), w_logits.float(), num_experts, gamma, impl).to(dtype)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
-    r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
     alpha = torch.softmax(w_logits, dim=-1)  # (..., k)
+    if impl in ("auto", "factorized"):
+        return _weights_factorized(s, alpha, num_experts)  # (..., n)
+    r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
     return torch.einsum("...k,...kn->...n", alpha, r)  # (..., n)
 
 
@@ -122,9 +136,7 @@ def dselect_k_entropy(z_logits: torch.Tensor, num_experts: int, gamma: float = 1
     return -(r * torch.log(r + spec.ENTROPY_EPS)).sum(dim=(-2, -1))
 
 
-def dselect_k_unreachable_penalty(
-    z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0
-) -> torch.Tensor:
+def dselect_k_unreachable_penalty(z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0) -> torch.Tensor:
     """Sum over selectors of ``1 / sum_{e<n} r_e``: ``(..., k, m) -> (...)``."""
     r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
     return (1.0 / r.sum(dim=-1)).sum(dim=-1)
@@ -200,9 +212,7 @@ class Gate(nn.Module):
         self.impl = spec.check_impl(config.name, impl)
         self.dtype = _DTYPES[spec.check_dtype(dtype)]
         for key, value in config.init_params(seed).items():
-            self.register_parameter(
-                key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device))
-            )
+            self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))
         self.regularization_loss = torch.zeros((), dtype=self.dtype, device=device)
 
     # --- parameters as NumPy -------------------------------------------------------------------------------

@@ -26,10 +26,7 @@ def _setup(name: str, n: int, per_example: bool, rng: np.random.Generator):
     config = spec.make_config(name, n, k, input_dim, **HPARAMS[name])
     params = config.init_params(rng)
     # Move parameters away from their tiny initial values so that the comparison is not trivially near 1/n.
-    params = {
-        key: v + rng.normal(size=v.shape) * (0.3 if key.startswith("z_") else 0.5)
-        for key, v in params.items()
-    }
+    params = {key: v + rng.normal(size=v.shape) * (0.3 if key.startswith("z_") else 0.5) for key, v in params.items()}
     x = rng.normal(size=(5, input_dim)) if per_example else None
     batch_shape = (5, n) if per_example else (n,)
     noise = None

@@ -12,9 +12,7 @@ from gates import spec
 
 from ._fw import value_and_grads
 
-SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 finite = st.floats(-10, 10, allow_nan=False, width=32)
 
 
@@ -84,14 +82,10 @@ def test_dselect_k_saturated_bits_give_one_hot_selectors_and_at_most_k_nonzeros(
 def test_initial_dselect_k_weights_are_within_5_percent_of_uniform(G, n, input_dim, rng):
     gate = G.make_gate("dselect_k", n, min(4, n), input_dim, seed=int(rng.integers(1 << 30)))
     x = None
-    if (
-        input_dim
-    ):  # per-example: z = x W_z + b_z scales with |x|; the bound is for routing inputs of unit norm
+    if input_dim:  # per-example: z = x W_z + b_z scales with |x|; the bound is for routing inputs of unit norm
         x = rng.normal(size=(32, input_dim))
         x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    q, _ = value_and_grads(
-        G, lambda *t: gate(*t) if t else gate(), [x] if x is not None else [], dtype="float32"
-    )
+    q, _ = value_and_grads(G, lambda *t: gate(*t) if t else gate(), [x] if x is not None else [], dtype="float32")
     # 1/n for n = 2^m. Otherwise each reachable expert starts at 1/2^m: the rest sits on the unreachable codes
     # (the reference layer does not renormalise; its training penalty pushes that mass back).
     # Each weight is a mean over k selectors of products of m factors (1 +- 3z) with |z| <= gamma/100 (static):
