@@ -1,0 +1,170 @@
+"""``gatebench recover``: expert recovery on planted-expert problems (see ``harness.recovery``).
+
+Three uses:
+
+- one gate and framework over seeds: ``gatebench recover --gate dselect_k --framework torch --experts 16 --k 4
+  --tasks 32 --clusters 8 --seeds 10 [--json]`` (``--json``: one JSON document with per-seed and mean metrics,
+  mean F1 under ``f1``);
+- the suite: ``gatebench recover --suite suites/recovery.toml --out results.jsonl [--resume]``;
+- a summary of results rows: ``gatebench recover --report results.jsonl [--json]``.
+
+Frameworks are imported inside the command, only when a run needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_QUICK_HELP = "Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clusters, 150 steps)."
+
+
+def _quiet_frameworks() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _single_thread(framework: str) -> None:
+    """Recovery problems are tiny: one intra-op thread per framework is fastest and keeps runs reproducible."""
+    if framework in ("tf", "all"):
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already initialised in this process: keep its settings
+            pass
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("recover")
+    def recover(
+        gate: Annotated[str, typer.Option(help="softmax, topk, dselect_k or hard_concrete.")] = "dselect_k",
+        framework: Annotated[str, typer.Option(help="torch or tf.")] = "torch",
+        experts: Annotated[int, typer.Option(help="Number of experts n.")] = 16,
+        k: Annotated[int, typer.Option(help="Planted support size k (and the gates' k).")] = 4,
+        tasks: Annotated[int, typer.Option(help="Tasks T (static gating; 1 for per_example).")] = 32,
+        clusters: Annotated[int, typer.Option(help="Clusters C: of tasks (static) or of inputs (per_example).")] = 8,
+        seeds: Annotated[int, typer.Option(help="Number of seeds (0..S-1).")] = 10,
+        steps: Annotated[int | None, typer.Option(help="Training steps (default: the problem's).")] = None,
+        gating: Annotated[str, typer.Option(help="static (multi-task) or per_example.")] = "static",
+        experts_mode: Annotated[str, typer.Option(help="known (fixed planted experts) or learned.")] = "known",
+        input_dim: Annotated[int | None, typer.Option(help="Input width p.")] = None,
+        samples: Annotated[int | None, typer.Option(help="Training examples.")] = None,
+        noise: Annotated[float | None, typer.Option(help="Target noise standard deviation.")] = None,
+        expert_correlation: Annotated[float | None, typer.Option(help="Expert correlation, [0, 1).")] = None,
+        lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+        entropy_reg: Annotated[float | None, typer.Option(help="DSelect-k entropy weight.")] = None,
+        l0_reg: Annotated[float | None, typer.Option(help="Hard concrete L0 weight.")] = None,
+        gamma: Annotated[float | None, typer.Option(help="DSelect-k smooth-step width.")] = None,
+        baseline: Annotated[str | None, typer.Option(help="Also run this gate; paired Wilcoxon.")] = None,
+        quick: Annotated[bool, typer.Option("--quick", help=_QUICK_HELP)] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+        suite: Annotated[Path | None, typer.Option(help="Run this recovery suite file instead of one gate.")] = None,
+        out: Annotated[Path | None, typer.Option(help="Results file of --suite (JSON Lines).")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="With --suite: skip cases already in --out.")] = False,
+        report: Annotated[Path | None, typer.Option(help="Summarise this recovery results file instead.")] = None,
+    ) -> None:
+        """Train gates on planted-expert problems and score how well they recover the planted supports."""
+        _quiet_frameworks()
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        try:
+            if report is not None:
+                _report(report, as_json)
+            elif suite is not None:
+                _suite(suite, out, resume, console)
+            else:
+                from harness.recovery.problem import QUICK, RecoveryProblem
+                from harness.recovery.run import check_framework, check_gate
+
+                check_gate(gate)
+                check_framework(framework)
+                if baseline is not None:
+                    check_gate(baseline)
+                if isinstance(seeds, bool) or seeds < 1:
+                    raise ValueError(f"seeds: expected an integer >= 1; got {seeds!r}")
+                knobs = {"gating": gating, "experts_mode": experts_mode, "experts": experts, "k": k,
+                         "tasks": tasks, "clusters": clusters}
+                if quick:
+                    knobs.update(QUICK)
+                optional = {"steps": steps, "input_dim": input_dim, "samples": samples, "noise": noise,
+                            "expert_correlation": expert_correlation, "lr": lr, "entropy_reg": entropy_reg,
+                            "l0_reg": l0_reg, "gamma": gamma}
+                knobs.update({key: value for key, value in optional.items() if value is not None})
+                problem = RecoveryProblem(**knobs)
+                _single(problem, gate, framework, seeds, baseline, as_json, console)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=2) from None
+
+
+def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None, as_json: bool, console) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from harness.recovery.run import METRICS, json_safe, run_seeds
+
+    _single_thread(framework)
+    total = seeds * (2 if baseline else 1)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"{gate} / {framework}", total=total)
+        result = run_seeds(problem, gate, framework, list(range(seeds)), baseline=baseline,
+                           progress=lambda: progress.advance(task))
+    if as_json:
+        sys.stdout.write(json.dumps(json_safe(result), indent=1) + "\n")
+        return
+    table = Table(title=f"{gate} ({result['selection']}) / {framework}: mean ± s.e. over {seeds} seeds")
+    table.add_column("metric")
+    table.add_column(gate)
+    if baseline:
+        table.add_column(baseline)
+    for name in METRICS:
+        cells = [result["mean"][name]] + ([result["baseline"]["mean"][name]] if baseline else [])
+        table.add_row(name, *[f"{c['mean']:.4g} ± {c['se']:.2g} (n={c['count']})" for c in cells])
+    Console().print(table)
+    if baseline:
+        w = result["baseline"]["wilcoxon_f1"]
+        Console().print(f"Wilcoxon signed-rank, F1 {gate} - {baseline}: median difference "
+                        f"{w['median_diff']:+.3f}, p = {w['p_value']:.3g} ({w['pairs']} seeds)")
+
+
+def _suite(path: Path, out: Path | None, resume: bool, console) -> None:
+    from rich.progress import Progress
+
+    from harness.recovery.suite import expand, load_suite, run_suite
+
+    if out is None:
+        raise ValueError("out: expected a results file for --suite (e.g. --out results/recovery.jsonl); got none")
+    _single_thread("all")
+    total = len(expand(load_suite(path)))
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"recovery suite {path.name}", total=total)
+        counts = run_suite(path, out, resume=resume, on_case=lambda params, row: progress.advance(task))
+        progress.update(task, completed=total)
+    console.print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped_done']} already done; "
+                  f"{counts['wall_s']:.1f} s -> {out}")
+
+
+def _report(path: Path, as_json: bool) -> None:
+    from harness.recovery.report import markdown, summarise_rows
+    from harness.recovery.run import json_safe
+    from harness.results import read_rows
+
+    result = read_rows(path)
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    summary = summarise_rows(result.rows)
+    if not summary:
+        raise ValueError(f"report: no ok recovery rows in {path}")
+    if as_json:
+        sys.stdout.write(json.dumps(json_safe(summary), indent=1) + "\n")
+    else:
+        sys.stdout.write(markdown(summary) + "\n")

@@ -1,0 +1,86 @@
+"""What the two training loops share, framework-free: the NumPy inputs of each step and of the evaluation,
+the record of a run, and the order in which parameters are named.
+
+``train_torch.train`` and ``train_tf.train`` take a ``PlantedData`` and a gate name and return a ``TrainResult``;
+they read side by side and differ only in tensor syntax. Per step ``s`` both see ``step_inputs(data, s)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import PlantedData
+from .metrics import select
+
+
+@dataclass
+class TrainResult:
+    """One training run. ``history (E, R, n)``: the selected sets (in the model's expert order) after each step of
+    ``eval_steps (E,)``; rows ``R`` are tasks (static) or test examples (per-example). ``final_weights (R, n)``:
+    test-time weights at the end. ``test_mse``: mean squared error of the test targets (noisy: its floor is
+    ``noise^2``). ``first_grads``: every parameter's gradient of the first step's loss. ``learned_f_test (M, n)``:
+    the trained experts' test outputs (learned experts only). ``train_ms``: wall time of the loop."""
+
+    eval_steps: np.ndarray
+    history: np.ndarray
+    final_weights: np.ndarray
+    test_mse: float
+    final_loss: float
+    first_grads: dict[str, np.ndarray]
+    learned_f_test: np.ndarray | None
+    train_ms: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def initial_params(data: PlantedData, gate: str) -> dict[str, np.ndarray]:
+    """Every trainable array of a run, in a fixed order: the gate's (``gate/<name>``), then the learned experts'
+    (``expert/<name>``) when ``experts_mode == "learned"``."""
+    out = {f"gate/{key}": value for key, value in data.init_gate_params(gate).items()}
+    if data.problem.experts_mode == "learned":
+        out.update({f"expert/{key}": value for key, value in data.init_learned_experts().items()})
+    return out
+
+
+def step_inputs(data: PlantedData, step: int, gate: str) -> dict[str, np.ndarray | None]:
+    """The NumPy inputs of training step ``step``: ``x (B, p)`` (routing input and learned experts' input, else
+    ``None``), ``f (B, n)`` (known experts' outputs, else ``None``), ``y (B, T)`` targets and ``u`` (hard concrete's
+    uniform noise, ``(T, n)`` static or ``(B, n)`` per-example, else ``None``)."""
+    pr, idx = data.problem, data.batches[step]
+    needs_x = pr.gating == "per_example" or pr.experts_mode == "learned"
+    noise = data.gate_noise(gate)
+    return {
+        "x": data.x_train[idx] if needs_x else None,
+        "f": data.f_train[idx] if pr.experts_mode == "known" else None,
+        "y": data.y_train[idx],
+        "u": None if noise is None else noise[step],
+    }
+
+
+def eval_inputs(data: PlantedData) -> dict[str, np.ndarray | None]:
+    """The test set, in the same keys as ``step_inputs`` (no noise: test-time gates are deterministic)."""
+    pr = data.problem
+    needs_x = pr.gating == "per_example" or pr.experts_mode == "learned"
+    return {
+        "x": data.x_test if needs_x else None,
+        "f": data.f_test if pr.experts_mode == "known" else None,
+        "y": data.y_test,
+        "u": None,
+    }
+
+
+def adam_corrections(problem, step: int) -> tuple[float, float]:
+    """Adam's bias corrections ``(1 - b1^t, 1 - b2^t)`` for 1-based step ``t``, in Python floats (float64) so that
+    both frameworks use the same numbers."""
+    t = step + 1
+    return 1.0 - problem.adam_beta1**t, 1.0 - problem.adam_beta2**t
+
+
+def is_eval_step(problem, step: int) -> bool:
+    """Selections are recorded after every ``eval_every``-th step and after the last."""
+    return (step + 1) % problem.eval_every == 0 or step + 1 == problem.steps
+
+
+def selection_record(weights: np.ndarray, gate: str, k: int) -> np.ndarray:
+    return select(weights, gate, k)

@@ -1,0 +1,142 @@
+"""Run recovery experiments: one (gate, framework, seed) at a time, or several seeds with a summary.
+
+Frameworks are imported only when a run needs them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gates import FRAMEWORKS, GATE_NAMES
+
+from .data import PlantedData, generate
+from .loop import TrainResult
+from .metrics import (
+    SELECTIONS,
+    match_experts,
+    mean_se,
+    paired_wilcoxon,
+    steps_to_support,
+    support_changes,
+    support_scores,
+    to_planted_order,
+)
+from .problem import RecoveryProblem
+
+# Metric columns of a run, in display order.
+METRICS: tuple[str, ...] = (
+    "f1", "precision", "recall", "exact_support_rate", "test_mse", "steps_to_support", "support_changes", "nnz",
+)
+
+
+def check_framework(framework: Any) -> str:
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework: expected one of {', '.join(FRAMEWORKS)}; got {framework!r}")
+    return framework
+
+
+def check_gate(gate: Any) -> str:
+    if gate not in GATE_NAMES:
+        raise ValueError(f"gate: expected one of {', '.join(GATE_NAMES)}; got {gate!r}")
+    return gate
+
+
+def train(data: PlantedData, gate: str, framework: str) -> TrainResult:
+    """Train with the framework's loop (imported here, lazily)."""
+    check_gate(gate)
+    if check_framework(framework) == "torch":
+        from . import train_torch as loop
+    else:
+        from . import train_tf as loop
+    return loop.train(data, gate)
+
+
+def score(data: PlantedData, gate: str, result: TrainResult) -> dict[str, Any]:
+    """The metrics of a finished run (see ``METRICS``), plus ``selection`` and, for learned experts, the mean
+    correlation of the matched experts. Learned experts are matched to planted ones (Hungarian, on test-output
+    correlation) and selections are re-indexed to the planted order before scoring."""
+    pr = data.problem
+    history = result.history
+    out: dict[str, Any] = {}
+    if result.learned_f_test is not None:
+        perm, corr = match_experts(result.learned_f_test, data.f_test)
+        history = to_planted_order(history, perm)
+        out["matched_corr"] = float(corr.mean())
+    planted = data.test_support
+    out.update(support_scores(history[-1], planted))
+    out["steps_to_support"] = steps_to_support(history, planted, result.eval_steps)
+    out["support_changes"] = support_changes(history)
+    out["test_mse"] = result.test_mse
+    out["final_loss"] = result.final_loss
+    out["train_ms"] = result.train_ms
+    out["selection"] = SELECTIONS[gate]
+    out["noise_floor_mse"] = pr.noise**2
+    return out
+
+
+def run_one(problem: RecoveryProblem, gate: str, framework: str, seed: int,
+            data: PlantedData | None = None) -> dict[str, Any]:
+    """Generate (or reuse) the seed's data, train, and score: one flat dict of metrics."""
+    data = data if data is not None else generate(problem, seed)
+    return score(data, gate, train(data, gate, framework))
+
+
+def summarise(runs: Sequence[dict[str, Any]], metrics: Iterable[str] = METRICS) -> dict[str, Any]:
+    """Mean, standard error and count of each metric over runs (finite values only: ``steps_to_support`` is
+    ``nan`` for runs that never settle on the right support, and ``count`` says how many did)."""
+    out: dict[str, Any] = {}
+    for name in metrics:
+        mean, se, count = mean_se([run[name] for run in runs])
+        out[name] = {"mean": mean, "se": se, "count": count}
+    return out
+
+
+def compare_to_baseline(runs: Sequence[dict[str, Any]], baseline_runs: Sequence[dict[str, Any]],
+                        metric: str = "f1") -> dict[str, Any]:
+    """Paired Wilcoxon signed-rank test of ``metric`` against the baseline's runs on the same seeds."""
+    by_seed = {run["seed"]: run[metric] for run in baseline_runs}
+    seeds = [run["seed"] for run in runs if run["seed"] in by_seed]
+    values = [next(r[metric] for r in runs if r["seed"] == s) for s in seeds]
+    return paired_wilcoxon(values, [by_seed[s] for s in seeds])
+
+
+def run_seeds(problem: RecoveryProblem, gate: str, framework: str, seeds: Sequence[int],
+              baseline: str | None = None, progress: Any = None) -> dict[str, Any]:
+    """Run ``gate`` (and the ``baseline`` gate, if any) on every seed; return per-seed runs, their summary and the
+    paired test against the baseline. ``progress``: optional callable invoked after each run."""
+    runs, baseline_runs = [], []
+    for seed in seeds:
+        data = generate(problem, seed)
+        runs.append({"seed": int(seed), **run_one(problem, gate, framework, seed, data)})
+        if progress:
+            progress()
+        if baseline is not None:
+            baseline_runs.append({"seed": int(seed), **run_one(problem, baseline, framework, seed, data)})
+            if progress:
+                progress()
+    out: dict[str, Any] = {
+        "gate": gate, "framework": framework, "selection": SELECTIONS[gate], "seeds": [int(s) for s in seeds],
+        "problem": problem.to_dict(), "runs": runs, "mean": summarise(runs),
+    }
+    out["f1"] = out["mean"]["f1"]["mean"]
+    if baseline is not None:
+        out["baseline"] = {"gate": baseline, "runs": baseline_runs, "mean": summarise(baseline_runs),
+                           "wilcoxon_f1": compare_to_baseline(runs, baseline_runs)}
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become ``None`` so that the document is strict JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

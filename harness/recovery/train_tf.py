@@ -1,0 +1,121 @@
+"""The recovery training loop in TensorFlow. Reads line by line against ``train_torch.py``.
+
+Same model, loss, regularisers and hand-written Adam as the PyTorch loop (see its docstring); the train step and
+the evaluation are ``tf.function``s traced once per run (fixed shapes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from gates import spec
+from gates import tf as G
+
+from .data import PlantedData
+from .loop import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
+from .metrics import select
+
+_DTYPES = {"float32": tf.float32, "float64": tf.float64}
+
+
+def gate_weights(cfg: spec.GateConfig, params: dict[str, tf.Variable], x: tf.Tensor | None, training: bool,
+                 noise: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Weights ``(T, n)`` of ``T`` static gates (``x=None``, parameters with a leading task axis) or ``(B, n)`` of
+    one per-example gate, and the summed regulariser (0 outside training). Same maths as ``gates.tf.Gate``."""
+    h, n, k = cfg.hparams, cfg.num_experts, cfg.k
+    static = x is None
+    reg = tf.zeros((), dtype=next(iter(params.values())).dtype)
+
+    def affine(kernel: str, bias: str, key: str) -> tf.Tensor:
+        return tf.convert_to_tensor(params[key]) if static else tf.matmul(x, params[kernel]) + params[bias]
+
+    def total(per_gate: tf.Tensor) -> tf.Tensor:  # static: sum over tasks' gates; per-example: batch mean
+        return tf.reduce_sum(per_gate) if static else tf.reduce_mean(per_gate)
+
+    if cfg.name == "dselect_k":
+        z = affine("z_kernel", "z_bias", "z_logits")  # (T, k, m) or (B, k * m)
+        z = z if static else tf.reshape(z, [-1, k, cfg.num_bits])  # (B, k, m)
+        w = affine("w_kernel", "w_bias", "w_logits")  # (T, k) or (B, k)
+        q = G.dselect_k_weights(z, w, n, h["gamma"])
+        if training and h["entropy_reg"] > 0:
+            reg = reg + h["entropy_reg"] * total(G.dselect_k_entropy(z, n, h["gamma"]))
+        if training and not spec.is_power_of_two(n):
+            reg = reg + total(G.dselect_k_unreachable_penalty(z, n, h["gamma"]))
+    elif cfg.name == "hard_concrete":
+        la = affine("kernel", "bias", "log_alpha")  # (T, n) or (B, n)
+        q = G.hard_concrete_weights(G.hard_concrete_gates(la, noise if training else None, h["beta"], h["limits"]))
+        if training and h["l0_reg"] > 0:
+            reg = reg + h["l0_reg"] * total(G.hard_concrete_l0(la, h["beta"], h["limits"]))
+    else:
+        logits = affine("kernel", "bias", "logits")  # (T, n) or (B, n)
+        q = G.softmax_weights(logits) if cfg.name == "softmax" else G.topk_weights(logits, k)
+    return q, reg
+
+
+def expert_outputs(x: tf.Tensor, params: dict[str, tf.Variable]) -> tf.Tensor:
+    """Learned experts, ``x (B, p) -> (B, n)``: linear ``x @ a`` or MLP ``v_e . tanh(x W_e)``."""
+    if "expert/a" in params:
+        return tf.matmul(x, params["expert/a"])
+    hidden = tf.tanh(tf.einsum("bp,eph->beh", x, params["expert/w"]))  # (B, n, h)
+    return tf.einsum("beh,eh->be", hidden, params["expert/v"])
+
+
+def train(data: PlantedData, gate: str) -> TrainResult:
+    """Train ``gate`` on ``data`` and record its selections (see ``loop.TrainResult``)."""
+    pr = data.problem
+    cfg, dtype = pr.gate_config(gate), _DTYPES[pr.dtype]
+    params = {key: tf.Variable(v, dtype=dtype, name=key.replace("/", "_"))
+              for key, v in initial_params(data, gate).items()}
+    gate_params = {key.split("/", 1)[1]: v for key, v in params.items() if key.startswith("gate/")}
+    moments = {key: (tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for key, v in params.items()}
+
+    def tensor(a: np.ndarray | None) -> tf.Tensor | None:
+        return None if a is None else tf.constant(a, dtype=dtype)
+
+    def forward(inputs: dict[str, tf.Tensor | None], training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        x = inputs["x"]
+        f = inputs["f"] if inputs["f"] is not None else expert_outputs(x, params)  # (B, n)
+        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"])
+        pred = tf.matmul(f, q, transpose_b=True) if pr.gating == "static" else tf.reduce_sum(q * f, -1, keepdims=True)
+        return tf.reduce_sum(tf.reduce_mean((pred - inputs["y"]) ** 2, axis=0)) + reg, q
+
+    @tf.function
+    def train_step(inputs: dict[str, tf.Tensor | None], c1: tf.Tensor, c2: tf.Tensor):
+        with tf.GradientTape() as tape:
+            loss, _ = forward(inputs, training=True)
+        grads = tape.gradient(loss, list(params.values()))
+        for (key, p), g in zip(params.items(), grads, strict=True):
+            m, v = moments[key]
+            m.assign(pr.adam_beta1 * m + (1 - pr.adam_beta1) * g)
+            v.assign(pr.adam_beta2 * v + (1 - pr.adam_beta2) * g * g)
+            p.assign_sub(pr.lr * (m / c1) / (tf.sqrt(v / c2) + pr.adam_eps))
+        return loss, grads
+
+    @tf.function
+    def evaluate(inputs: dict[str, tf.Tensor | None]):
+        return forward(inputs, training=False)
+
+    eval_steps, history, first_grads, loss = [], [], {}, tf.zeros(())
+    test = {key: tensor(v) for key, v in eval_inputs(data).items()}
+    start = time.perf_counter()
+    for step in range(pr.steps):
+        c1, c2 = adam_corrections(pr, step)
+        loss, grads = train_step({key: tensor(v) for key, v in step_inputs(data, step, gate).items()},
+                                 tf.constant(c1, dtype), tf.constant(c2, dtype))
+        if step == 0:
+            first_grads = {key: np.asarray(g.numpy(), dtype=np.float64) for key, g in zip(params, grads, strict=True)}
+        if is_eval_step(pr, step):
+            _, q = evaluate(test)
+            eval_steps.append(step + 1)
+            history.append(select(np.asarray(q.numpy(), dtype=np.float64), gate, pr.k))
+    train_ms = (time.perf_counter() - start) * 1e3
+    test_loss, q = evaluate(test)
+    learned = None if test["f"] is not None else np.asarray(expert_outputs(test["x"], params).numpy(), np.float64)
+    return TrainResult(
+        eval_steps=np.asarray(eval_steps), history=np.stack(history), final_weights=np.asarray(q.numpy(), np.float64),
+        test_mse=float(test_loss) / pr.tasks, final_loss=float(loss), first_grads=first_grads,
+        learned_f_test=learned, train_ms=train_ms,
+    )

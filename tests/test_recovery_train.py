@@ -1,0 +1,167 @@
+"""The recovery training loops: batched task gates match the gate modules, PyTorch and TensorFlow start from the
+same numbers and take the same first step, and short runs learn what they should."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.recovery.data import generate
+from harness.recovery.loop import initial_params, step_inputs
+from harness.recovery.problem import RecoveryProblem
+from harness.recovery.run import run_one, score
+
+GATES = ("softmax", "topk", "dselect_k", "hard_concrete")
+SMALL = {"experts": 8, "k": 2, "tasks": 6, "clusters": 3, "samples": 256, "test_samples": 128}
+
+
+def _loop(framework: str):
+    if framework == "torch":
+        from harness.recovery import train_torch as loop
+    else:
+        from harness.recovery import train_tf as loop
+    return loop
+
+
+@pytest.mark.parametrize("gating", ["static", "per_example"])
+@pytest.mark.parametrize("gate", GATES)
+def test_task_gates_match_the_gate_modules(G, framework, gate, gating):
+    """The loops' ``gate_weights`` equal ``make_gate`` modules: one per task (static) or the routing gate."""
+    knobs = {**SMALL, "experts": 6} if gating == "static" else {**SMALL, "experts": 6, "tasks": 1}  # 6: not 2^m
+    pr = RecoveryProblem(gating=gating, dtype="float64", entropy_reg=0.01, **knobs)
+    data = generate(pr, 0)
+    params = data.init_gate_params(gate)
+    loop = _loop(framework)
+    tensor = (lambda a: __import__("torch").as_tensor(a)) if framework == "torch" else (
+        lambda a: __import__("tensorflow").constant(a))
+    cfg = pr.gate_config(gate)
+    x = tensor(data.x_train[:5]) if gating == "per_example" else None
+    u = data.gate_noise(gate)
+    noise = None if u is None else tensor(u[0][: 5 if gating == "per_example" else pr.tasks])
+    for training in (False, True):
+        q, reg = loop.gate_weights(cfg, {k: tensor(v) for k, v in params.items()}, x, training, noise)
+        rows = range(pr.tasks) if gating == "static" else [None]
+        expect_q, expect_reg = [], 0.0
+        for t in rows:
+            gate_mod = G.make_gate(gate, pr.experts, pr.k, cfg.input_dim, dtype="float64",
+                                   **pr.gate_hparams(gate))
+            gate_mod.set_numpy_params({k: v if t is None else v[t] for k, v in params.items()})
+            kw = {} if noise is None or not training else {"noise": noise if t is None else noise[t]}
+            if framework == "torch":
+                gate_mod.train(training)
+                out = gate_mod(x, **kw) if x is not None else gate_mod(**kw)
+            else:
+                out = gate_mod(x, training=training, **kw)
+            expect_q.append(np.asarray(out.detach() if framework == "torch" else out))
+            reg_t = gate_mod.regularization_loss
+            expect_reg += float(reg_t.detach() if framework == "torch" else reg_t)
+        expect = np.stack(expect_q) if gating == "static" else expect_q[0]
+        got = np.asarray(q.detach() if framework == "torch" else q)
+        np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12, err_msg=f"{gate} {gating} weights")
+        assert float(reg) == pytest.approx(expect_reg, rel=1e-10, abs=1e-12), f"{gate} {gating} regulariser"
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "gating, experts_mode, gates",
+    [("static", "known", GATES), ("per_example", "known", GATES), ("static", "learned", ("dselect_k", "topk")),
+     ("per_example", "learned", ("hard_concrete",))],
+)
+def test_torch_and_tf_take_the_same_first_step(gt, gf, gating, experts_mode, gates):
+    """Same data, same initial parameters, same first-step gradients (1e-5), in float32."""
+    from harness.recovery import train_tf, train_torch
+
+    knobs = dict(SMALL, tasks=1) if gating == "per_example" else dict(SMALL)
+    pr = RecoveryProblem(gating=gating, experts_mode=experts_mode, steps=2, eval_every=1, **knobs)
+    data = generate(pr, 5)
+    for gate in gates:
+        a, b = train_torch.train(data, gate), train_tf.train(data, gate)
+        assert a.first_grads.keys() == b.first_grads.keys() == initial_params(data, gate).keys()
+        for key in a.first_grads:
+            ga, gb = a.first_grads[key], b.first_grads[key]
+            scale = max(1.0, float(np.abs(ga).max()))
+            np.testing.assert_allclose(gb, ga, rtol=0, atol=1e-5 * scale, err_msg=f"{gate} {key}")
+            assert np.abs(ga).max() > 0 or gate == "topk", f"{gate} {key}: gradient is all zero"
+    # Both loops fed the same step inputs: the data is framework-free.
+    np.testing.assert_array_equal(step_inputs(data, 1, "hard_concrete")["u"], data.gate_noise("hard_concrete")[1])
+
+
+@pytest.mark.parametrize("fw", ["torch", "tf"])
+def test_softmax_recovers_an_easy_static_problem(fw, gt, gf):
+    pr = RecoveryProblem(steps=150, noise=0.05, **SMALL)
+    out = run_one(pr, "softmax", fw, 0)
+    assert out["selection"] == "topk_of_dense"
+    assert out["f1"] == 1.0 and out["exact_support_rate"] == 1.0
+    assert out["test_mse"] < 0.05 and out["steps_to_support"] <= 150
+
+
+def test_hard_concrete_run_is_sparse_and_scored_against_planted(gt):
+    pr = RecoveryProblem(steps=200, **SMALL)
+    data = generate(pr, 1)
+    from harness.recovery import train_torch
+
+    result = train_torch.train(data, "hard_concrete")
+    out = score(data, "hard_concrete", result)
+    assert out["selection"] == "nonzero"
+    assert out["nnz"] < pr.experts  # the L0 penalty switched experts off
+    assert result.history.shape == (200 // pr.eval_every, pr.tasks, pr.experts)
+    assert 0 <= out["f1"] <= 1 and out["f1"] > 0.5
+
+
+def test_learned_experts_are_matched_before_scoring(gt):
+    pr = RecoveryProblem(experts_mode="learned", steps=300, noise=0.01, lr=0.05, **SMALL)
+    out = run_one(pr, "softmax", "torch", 0)
+    assert "matched_corr" in out and out["matched_corr"] > 0.5
+    assert 0 <= out["f1"] <= 1
+
+
+def test_suite_run_case_and_run_suite_write_rows(tmp_path, gt):
+    from harness.recovery.suite import run_suite
+    from harness.results import read_rows
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        'name = "tiny"\nkind = "recovery"\ngates = ["topk", "softmax"]\nframeworks = ["torch"]\nseeds = 2\n'
+        '[[problems]]\nname = "p"\nexperts = 4\nk = 2\ntasks = 2\nclusters = 1\nsteps = 20\nsamples = 64\n'
+        'test_samples = 32\nbatch = 16\n'
+    )
+    out = tmp_path / "r.jsonl"
+    counts = run_suite(suite, out)
+    assert counts["ok"] == 4 and counts["failed"] == 0
+    rows = read_rows(out).rows
+    assert {r["kind"] for r in rows} == {"recovery"} and len({r["case_id"] for r in rows}) == 4
+    assert all(0 <= r["f1"] <= 1 and r["provenance"]["torch"] for r in rows)
+    again = run_suite(suite, out, resume=True)
+    assert again["skipped_done"] == 4 and again["ok"] == 0
+    with pytest.raises(ValueError, match="out: .* exists"):
+        run_suite(suite, out)
+
+
+def test_cli_recover_json_and_errors(gt):
+    import typer
+    from typer.testing import CliRunner
+
+    from harness import _cli_recover
+
+    app = typer.Typer()
+    app.callback()(lambda: None)  # a group, as in harness.cli (which also loads other engineers' commands)
+    _cli_recover.register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["recover", "--gate", "topk", "--framework", "torch", "--experts", "4", "--k", "2",
+                              "--tasks", "2", "--clusters", "1", "--seeds", "2", "--steps", "20", "--json",
+                              "--baseline", "softmax"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["seeds"] == [0, 1] and len(doc["runs"]) == 2 and 0 <= doc["f1"] <= 1
+    assert doc["f1"] == pytest.approx(np.mean([r["f1"] for r in doc["runs"]]))
+    assert "wilcoxon_f1" in doc["baseline"]
+    bad = runner.invoke(app, ["recover", "--experts", "4", "--k", "5"])
+    assert bad.exit_code == 2 and "k: expected an integer in [1, experts=4]; got 5" in bad.output
+    bad = runner.invoke(app, ["recover", "--tasks", "4", "--clusters", "8"])
+    assert bad.exit_code == 2 and "clusters: expected at most tasks=4" in bad.output
+    bad = runner.invoke(app, ["recover", "--noise", "-1"])
+    assert bad.exit_code == 2 and "noise: expected a finite number >= 0" in bad.output
+    bad = runner.invoke(app, ["recover", "--samples", "0"])
+    assert bad.exit_code == 2 and "samples: expected an integer >= 1" in bad.output
