@@ -3,13 +3,10 @@
 - ``time_vs_experts`` / ``time_vs_batch``: median time (log scale) against the number of experts or the batch,
   ``hue`` = gate (with its implementation), ``style`` = framework, one panel per mode. The other shape columns
   are held at their most common value so that each line varies one thing.
-- ``forward_backward``: median time per gate, bars per mode (forward / backward / both), a panel per
-framework. - ``torch_vs_tf``: median time per gate, bars per framework, a panel per mode (only with both
-frameworks). - ``recovery_f1``: recovery F1 per gate: every seed as a point, the mean with a 95% interval, hue
-= framework. - ``support_stability``: support stability over training per gate, from recovery rows whose
-  ``support_stability`` column is a list (one value per checkpoint; steps in ``support_steps`` or
-  ``eval_steps`` when present);
-  a scalar ``support_stability`` is drawn per seed instead.
+- ``forward_backward``: median time per gate, bars per mode (fwd / bwd / fwdbwd), a panel per framework.
+- ``torch_vs_tf``: median time per gate, bars per framework, a panel per mode (only with both frameworks).
+- ``recovery_f1``: recovery F1 per gate: every seed as a point, the mean with a 95% interval, hue = framework.
+- ``support_stability``: see ``support_stability``.
 
 A figure whose data are absent is left out (the report lists what it skipped and why).
 """
@@ -20,7 +17,6 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from .tables import SHAPE_KEYS
@@ -216,60 +212,67 @@ def recovery_f1(frame: pd.DataFrame) -> Figure | None:
     )
 
 
+# List-valued columns read as a per-checkpoint trace of support changes (steps from ``eval_steps``).
+TRACE_COLUMNS: tuple[str, ...] = ("support_changes_trace", "support_stability")
+
+
+def _trace_column(data: pd.DataFrame) -> str | None:
+    for col in TRACE_COLUMNS:
+        if col in data and data[col].map(lambda v: isinstance(v, (list, tuple))).any():
+            return col
+    return None
+
+
 def support_stability(frame: pd.DataFrame) -> Figure | None:
+    """Support stability: a curve per gate over training when the rows carry a per-checkpoint trace
+    (``TRACE_COLUMNS``, steps in ``eval_steps``), else ``support_changes`` per seed (how often a row's selected
+    set changed over the last half of training; 0 = settled, harness/recovery/metrics.py)."""
     data = _recovery(frame)
-    if data.empty or "support_stability" not in data or data["support_stability"].isna().all():
+    if data.empty:
         return None
-    long_rows = []
-    for _, row in data.iterrows():
-        value = row["support_stability"]
-        if isinstance(value, (list, tuple, np.ndarray)):
-            steps = row.get("support_steps")
-            if not isinstance(steps, (list, tuple, np.ndarray)):
-                steps = row.get("eval_steps")
-            if not isinstance(steps, (list, tuple, np.ndarray)) or len(steps) != len(value):
-                steps = list(range(1, len(value) + 1))
-            for step, v in zip(steps, value, strict=True):
+    trace = _trace_column(data)
+    plt, sns = _setup()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    if trace is not None:
+        long_rows = []
+        for _, row in data.iterrows():
+            values = row[trace]
+            if not isinstance(values, (list, tuple)):
+                continue
+            steps = row.get("eval_steps")
+            if not isinstance(steps, (list, tuple)) or len(steps) != len(values):
+                steps = list(range(1, len(values) + 1))
+            for step, v in zip(steps, values, strict=True):
                 long_rows.append(
                     {
                         "gate": str(row["gate"]),
                         "framework": str(row["framework"]),
-                        "seed": row.get("seed"),
                         "step": float(step),
-                        "stability": float(v),
+                        "value": float(v),
                     }
                 )
-        elif value is not None and np.isfinite(float(value)):
-            long_rows.append(
-                {
-                    "gate": str(row["gate"]),
-                    "framework": str(row["framework"]),
-                    "seed": row.get("seed"),
-                    "step": np.nan,
-                    "stability": float(value),
-                }
-            )
-    if not long_rows:
-        return None
-    data = pd.DataFrame(long_rows)
-    plt, sns = _setup()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    if data["step"].notna().any():
+        long = pd.DataFrame(long_rows)
         sns.lineplot(
-            data=data.dropna(subset=["step"]),
-            x="step",
-            y="stability",
-            hue="gate",
-            style="framework",
-            errorbar=("ci", 95),
-            ax=ax,
+            data=long, x="step", y="value", hue="gate", style="framework", errorbar=("ci", 95), ax=ax
         )
         ax.set_xlabel("training step")
-        caption = "Support stability at each checkpoint (mean over seeds, 95% band)."
+        ax.set_ylabel(trace.replace("_", " "))
+        caption = f"{trace} at each checkpoint, mean over seeds with a 95% band."
+    elif "support_changes" in data and data["support_changes"].notna().any():
+        data = data[data["support_changes"].notna()].astype({"support_changes": float})
+        data["gate"], data["framework"] = data["gate"].astype(str), data["framework"].astype(str)
+        many = data["framework"].nunique() > 1
+        sns.stripplot(
+            data=data, x="gate", y="support_changes", hue="framework", dodge=many, jitter=0.15, ax=ax
+        )
+        ax.set_ylabel("support changes (last half)")
+        caption = (
+            "Support changes per seed: how many times a row's selected experts changed over the last half "
+            "of training (0 = the support has settled)."
+        )
     else:
-        sns.stripplot(data=data, x="gate", y="stability", hue="framework", dodge=True, ax=ax)
-        caption = "Final support stability per seed."
-    ax.set_ylabel("support stability")
+        plt.close(fig)
+        return None
     ax.set_title("Support stability over training")
     return Figure("support_stability", "Support stability", caption, _png(fig))
 
@@ -280,7 +283,7 @@ FIGURES: tuple[tuple[str, Callable[[pd.DataFrame], Figure | None], str], ...] = 
     ("forward_backward", forward_backward, "needs timing rows of two or more modes"),
     ("torch_vs_tf", torch_vs_tf, "needs timing rows of both frameworks"),
     ("recovery_f1", recovery_f1, "needs recovery rows with f1"),
-    ("support_stability", support_stability, "needs recovery rows with support_stability"),
+    ("support_stability", support_stability, "needs recovery rows with support_changes or a trace"),
 )
 
 

@@ -294,6 +294,9 @@ def format_recovery(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     if table.empty:
         return table
     key_cols = [c for c in table.columns if not any(c.startswith(f"{m}_") for m in metrics)]
+    # Columns equal in every row (the problem's fixed knobs) say nothing in the table: keep those that vary.
+    always = {"gate", "framework", "problem", "seeds"}
+    key_cols = [c for c in key_cols if c in always or table[c].astype(str).nunique() > 1]
     out = table[key_cols].copy()
     for m in metrics:
         out[m] = [_fmt_mean_se(a, b) for a, b in zip(table[f"{m}_mean"], table[f"{m}_se"], strict=True)]
