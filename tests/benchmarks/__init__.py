@@ -1,0 +1,1 @@
+"""pytest-benchmark benchmarks of the gates (the harness adapters, cases from suites/smoke.toml)."""
