@@ -63,13 +63,17 @@ def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
 
 
 def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
-    """``s (..., k, m) -> r (..., k, n)`` built bit by bit, most significant bit first: O(n) per selector."""
+    """``s (..., k, m) -> r (..., k, n)`` built bit by bit (codes most significant bit first): O(n) per selector.
+
+    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, a broadcast product whose inner
+    axis is the long one (contiguous and vectorised; the reverse order multiplies along an axis of length 2).
+    """
     f = tf.stack([1 - s, s], axis=-1)  # (..., k, m, 2): the two factors of every bit
-    r = f[..., 0, :]  # (..., k, 2)
-    for j in range(1, s.shape[-1]):
-        # (..., k, L, 1) * (..., k, 1, 2) -> (..., k, 2L), index 2i + bit (a broadcast product, no concatenation)
-        both = r[..., None] * f[..., j, None, :]
-        r = tf.reshape(both, tf.concat([tf.shape(r)[:-1], [-1]], axis=0))
+    m = s.shape[-1]
+    r = f[..., m - 1, :]  # (..., k, 2)
+    for j in range(m - 2, -1, -1):
+        both = f[..., j, :, None] * r[..., None, :]  # (..., k, 2, L)
+        r = tf.reshape(both, tf.concat([tf.shape(r)[:-1], [-1]], axis=0))  # (..., k, 2L): index bit L + i
     return r[..., :num_experts]
 
 

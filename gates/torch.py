@@ -62,12 +62,16 @@ def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
 
 
 def _selectors_bitwise(s: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """``s (..., k, m) -> r (..., k, n)`` built bit by bit, most significant bit first: O(n) per selector."""
+    """``s (..., k, m) -> r (..., k, n)`` built bit by bit (codes most significant bit first): O(n) per selector.
+
+    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, a broadcast product whose inner
+    axis is the long one (contiguous and vectorised; the reverse order multiplies along an axis of length 2).
+    """
     f = torch.stack([1 - s, s], dim=-1)  # (..., k, m, 2): the two factors of every bit
-    r = f[..., 0, :]  # (..., k, 2)
-    for j in range(1, s.shape[-1]):
-        # (..., k, L, 1) * (..., k, 1, 2) -> (..., k, 2L), index 2i + bit (a broadcast product, no concatenation)
-        r = (r.unsqueeze(-1) * f[..., j, None, :]).flatten(-2)
+    m = s.shape[-1]
+    r = f[..., m - 1, :]  # (..., k, 2)
+    for j in range(m - 2, -1, -1):
+        r = (f[..., j, :, None] * r.unsqueeze(-2)).flatten(-2)  # (..., k, 2, L) -> (..., k, 2L): index bit L + i
     return r[..., :num_experts]
 
 
