@@ -225,7 +225,7 @@ def ambiguous_topk_rows(case: Case, params: Mapping[str, np.ndarray], x: np.ndar
     """
     n, k = case.experts, case.k
     if case.gate != "topk" or k == n:
-        return np.zeros(case.batch if case.per_example else 1, dtype=bool)
+        return np.zeros(len(x) if case.per_example else 1, dtype=bool)
     if case.per_example:
         logits = x @ params["kernel"] + params["bias"]
         noise_l = x @ params["noise_kernel"] if "noise_kernel" in params else None
@@ -258,16 +258,20 @@ def evaluate_accuracy(case: Case, params: Mapping[str, np.ndarray], x: np.ndarra
     """Compare a case's ``weights`` with ``gates.reference`` and its gradients with float64 ones.
 
     The weights are test-time ones for ``fwd`` cases, training ones (with ``noise``) for backward modes.
+    Per-example weights are compared on their first ``CHECK_ROWS`` rows (rows are independent; the NumPy
+    reference of DSelect-k builds a ``(b, k, n, m)`` tensor, too big at router scale); gradients on all of them.
     ``params``, ``x`` and ``noise`` are the values the gate actually used (already rounded to its dtype), so the only
     difference left is the arithmetic. Returns ``max_abs_err`` (weights, ambiguous Top-k rows left out),
     ``max_grad_err`` (relative, see ``adapters.compare_grads``; None without gradients), ``ambiguous_rows``,
     ``ok`` and, when not ok, ``error`` (what failed, by how much, against which tolerance).
     """
     from gates import reference
-
     from harness.adapters import compare_grads
 
     w_tol, g_tol = TOLERANCES[case.dtype]
+    if case.per_example:  # rows are independent: the reference sees the first CHECK_ROWS of them
+        x, weights = x[:CHECK_ROWS], np.asarray(weights)[:CHECK_ROWS]
+        noise = None if noise is None else noise[:CHECK_ROWS]
     want = reference.gate_forward(case.config(), dict(params), x, training=case.training,
                                   noise=noise if case.training else None).weights
     got = np.asarray(weights, dtype=np.float64)
@@ -311,6 +315,7 @@ def check_c(case: Case, inputs: CaseInputs) -> np.ndarray:
 
 
 FD_TOLERANCE = 1e-5
+CHECK_ROWS = 256  # rows of a per-example case that the NumPy reference recomputes
 
 
 def finite_difference_error(case: Case, params: Mapping[str, np.ndarray], x: np.ndarray | None,

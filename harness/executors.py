@@ -68,8 +68,8 @@ class SubprocessExecutor:
     @staticmethod
     def _failed(task: Any, error: str) -> dict[str, Any]:
         if task.kind == "timing":
-            from harness.runner import EXTRA_TIMING_COLUMNS
             from harness.results import TIMING_STATS
+            from harness.runner import EXTRA_TIMING_COLUMNS
 
             empty = {key: None for key in TIMING_STATS + EXTRA_TIMING_COLUMNS}
             return make_row("timing", task.suite, task.params, "failed", error=error, **empty)
@@ -82,6 +82,8 @@ class SubprocessExecutor:
 
 def main() -> int:
     """Worker: read a task (JSON) on stdin, run it, print its row as ``GATEBENCH_ROW {json}`` on stdout."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiet, and no oneDNN
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # custom ops (their round-off differs run to run)
     from harness.results import _jsonable
     from harness.runner import execute_task
 

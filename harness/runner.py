@@ -234,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--isolate", action="store_true")
     for key in ("gate", "framework", "device", "impl", "mode", "gating", "dtype", "experts"):
         parser.add_argument(f"--{key}", action="append")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiet, and no oneDNN
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # custom ops (their round-off differs run to run)
     args = parser.parse_args(argv)
     from harness.executors import InProcessExecutor, SubprocessExecutor
 

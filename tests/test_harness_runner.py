@@ -153,3 +153,12 @@ def test_run_suite_appends_one_row_per_case_and_refuses_to_mix_runs(gt, tmp_path
     assert again.resumed == 2 and again.rows == []
     assert sys.modules.get("tensorflow") is None or True  # TF may be loaded by other tests; nothing to check
     assert np.isfinite([r["median_ms"] for r in summary.rows]).all()
+
+
+@pytest.mark.parametrize("gate", ["topk", "dselect_k"])
+def test_batch_larger_than_the_checked_rows_checks_a_sub_batch(G, framework, gate):
+    from harness.cases import CHECK_ROWS
+
+    row = execute_task(_task(framework=framework, gate=gate, mode="fwdbwd", batch=CHECK_ROWS + 44))
+    assert row["status"] == "ok", row["error"]
+    assert row["fd_grad_err"] < 1e-5 and row["max_grad_err"] < 1e-3

@@ -118,6 +118,29 @@ def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) ->
     return (time.perf_counter() - t0) * 1e3
 
 
+def _grads64(case: cases.Case, params: dict[str, np.ndarray], x: np.ndarray | None, noise: np.ndarray | None,
+             c: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of ``sum(q * c) + regularization`` by float64 autograd (training mode), w.r.t. params and x."""
+    G = gates.backend("tf")
+    impl = "bitwise" if case.gate == "dselect_k" else "auto"
+    with tf.device(tf_device(case.device)):
+        g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", impl=impl,
+                          **dict(case.hparams))
+        g64.set_numpy_params(params)
+        x64 = None if x is None else tf.constant(x)
+        n64 = None if noise is None else tf.constant(noise)
+        with tf.GradientTape() as tape:
+            if x64 is not None:
+                tape.watch(x64)
+            q64 = g64(x64, training=True, noise=n64) if x64 is not None else g64(training=True, noise=n64)
+            loss = tf.reduce_sum(q64 * tf.constant(c)) + g64.regularization_loss
+        names = list(g64.get_numpy_params())
+        sources = [g64.param(name) for name in names] + ([x64] if x64 is not None else [])
+        grads = tape.gradient(loss, sources)
+    return {name: (to_numpy(g) if g is not None else np.zeros(tuple(v.shape)))
+            for name, g, v in zip(names + (["x"] if x64 is not None else []), grads, sources, strict=True)}
+
+
 def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
     """Build the gate of ``case`` (seeded) on its device, its inputs and the timed call of its mode and impl.
 
@@ -193,24 +216,15 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
         g, q = grads_fn(x, c_check, noise)
         grads = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
                  for name, t, v in zip(names, g, variables + ([x] if x is not None else []), strict=True)}
-        ref_impl = "bitwise" if case.gate == "dselect_k" else "auto"
-        with tf.device(tf_device(case.device)):
-            g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64",
-                              impl=ref_impl, **dict(case.hparams))
-            g64.set_numpy_params(params_np)
-            x64 = None if x_np is None else tf.constant(x_np)
-            n64 = None if noise_np is None else tf.constant(noise_np)
-            with tf.GradientTape() as tape64:
-                if x64 is not None:
-                    tape64.watch(x64)
-                q64 = g64(x64, training=True, noise=n64) if x64 is not None else g64(training=True, noise=n64)
-                loss64 = tf.reduce_sum(q64 * tf.constant(to_numpy(c_check))) + g64.regularization_loss
-            v64 = [g64.param(name) for name in g64.get_numpy_params()]
-            r = tape64.gradient(loss64, v64 + ([x64] if x64 is not None else []))
-        ref = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
-               for name, t, v in zip(names, r, v64 + ([x64] if x64 is not None else []), strict=True)}
+        c_np = to_numpy(c_check)
+        ref = _grads64(case, params_np, x_np, noise_np, c_np)
         out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
-        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, to_numpy(c_check), ref)
+        if case.per_example and case.batch > cases.CHECK_ROWS:  # finite differences on a sub-batch
+            rows = slice(0, cases.CHECK_ROWS)
+            x_np, c_np = x_np[rows], c_np[rows]
+            noise_np = None if noise_np is None else noise_np[rows]
+            ref = _grads64(case, params_np, x_np, noise_np, c_np)
+        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, c_np, ref)
 
     def memory() -> int | None:
         return peak_memory(fn, case.device)

@@ -149,6 +149,27 @@ def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) ->
     return (time.perf_counter() - t0) * 1e3
 
 
+def _grads64(case: cases.Case, dev: torch.device, params: dict[str, np.ndarray], x: np.ndarray | None,
+             noise: np.ndarray | None, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of ``sum(q * c) + regularization`` by float64 autograd (training mode), w.r.t. params and x."""
+    G = gates.backend("torch")
+    impl = "bitwise" if case.gate == "dselect_k" else "auto"
+    g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", device=dev, impl=impl,
+                      **dict(case.hparams))
+    g64.set_numpy_params(params)
+    g64.train(True)
+    device = "gpu" if dev.type == "cuda" else "cpu"
+    x64 = to_tensor(x, device, "float64", requires_grad=True)
+    n64 = to_tensor(noise, device, "float64")
+    q64 = g64(x64, noise=n64) if x64 is not None else g64(noise=n64)
+    ((q64 * to_tensor(c, device, "float64")).sum() + g64.regularization_loss).backward()
+    out = {name: to_numpy(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
+           for name, p in g64.named_parameters()}
+    if x64 is not None:
+        out["x"] = to_numpy(x64.grad)
+    return out
+
+
 def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
     """Build the gate of ``case`` (seeded), its inputs and the timed call of its mode and impl.
 
@@ -161,7 +182,6 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
     settings = settings or {}
     check_device(case.device)
     dev = torch_device(case.device)
-    dtype = _DTYPES[case.dtype]
     inputs = cases.make_inputs(case)
     G = gates.backend("torch")
     gate = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype, device=dev,
@@ -238,22 +258,15 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
         reset_grads(grad_tensors)
         # float64 autograd of the same framework; DSelect-k through plain autograd (bitwise), not the fused
         # Function whose analytic backward is being checked.
-        ref_impl = "bitwise" if case.gate == "dselect_k" else "auto"
-        g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", device=dev,
-                          impl=ref_impl, **dict(case.hparams))
-        g64.set_numpy_params(params_np)
-        g64.train(True)
-        x64 = to_tensor(x_np, case.device, "float64", requires_grad=True) if x_np is not None else None
-        n64 = to_tensor(noise_np, case.device, "float64")
-        q64 = g64(x64, noise=n64) if x64 is not None else g64(noise=n64)
-        loss64 = (q64 * to_tensor(to_numpy(c_check), case.device, "float64")).sum() + g64.regularization_loss
-        loss64.backward()
-        ref = {name: to_numpy(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
-               for name, p in g64.named_parameters()}
-        if x64 is not None:
-            ref["x"] = to_numpy(x64.grad)
+        c_np = to_numpy(c_check)
+        ref = _grads64(case, dev, params_np, x_np, noise_np, c_np)
         out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
-        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, to_numpy(c_check), ref)
+        if case.per_example and case.batch > cases.CHECK_ROWS:  # finite differences on a sub-batch
+            rows = slice(0, cases.CHECK_ROWS)
+            x_np, c_np = x_np[rows], c_np[rows]
+            noise_np = None if noise_np is None else noise_np[rows]
+            ref = _grads64(case, dev, params_np, x_np, noise_np, c_np)
+        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, c_np, ref)
 
     def memory() -> int:
         if setup is not None:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# GPU check: the `kernels` suite's PyTorch cases on one CUDA GPU, then the GPU timing-fidelity comparison
+# against triton.testing.do_bench. Results as JSON/JSONL in the output folder given as the only argument.
+#
+#   scripts/gpu_check.sh OUT_DIR
+#
+# Written for the project's GPU machine: Python 3.12, torch + triton, NumPy, no TensorFlow, nothing installed,
+# run from the source tree (PYTHONPATH=.). Uses only the standard library (tomllib), NumPy and PyTorch.
+# Budget: under 5 minutes in all. Each row is fsynced as its case finishes, so a run cut short by the time
+# limit keeps every finished case; run again with the same OUT_DIR to resume where it stopped.
+set -u -o pipefail
+
+OUT="${1:?usage: scripts/gpu_check.sh OUT_DIR}"
+SUITE_SECONDS="${SUITE_SECONDS:-230}"      # the kernels suite (PyTorch cases)
+FIDELITY_SECONDS="${FIDELITY_SECONDS:-55}" # harness vs triton.testing.do_bench
+PYTHON="${PYTHON:-python}"
+
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
+  "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+} | tee "$OUT/environment.txt"
+
+resume=""
+[ -s "$OUT/kernels.jsonl" ] && resume="--resume"
+start=$(date +%s)
+timeout --signal=KILL "$SUITE_SECONDS" "$PYTHON" -m harness.runner suites/kernels.toml --framework torch --device gpu \
+  --out "$OUT" $resume 2>&1 | tee "$OUT/kernels.log"
+suite_rc=${PIPESTATUS[0]}
+echo "kernels suite: exit $suite_rc after $(( $(date +%s) - start )) s (137: stopped at the time limit; rows so far kept)"
+
+start=$(date +%s)
+timeout --signal=KILL "$FIDELITY_SECONDS" "$PYTHON" scripts/timing_fidelity.py --device gpu --rounds 3 \
+  --out "$OUT/timing_fidelity_gpu.json" 2>&1 | tee "$OUT/timing_fidelity.log"
+fid_rc=${PIPESTATUS[0]}
+echo "timing fidelity: exit $fid_rc after $(( $(date +%s) - start )) s"
+
+"$PYTHON" - "$OUT/kernels.jsonl" <<'PY' | tee "$OUT/summary.txt"
+import collections, sys
+from harness.results import read_rows
+read = read_rows(sys.argv[1])
+print(f"rows: {len(read.rows)}, unreadable lines: {len(read.problems)}")
+print("status:", dict(collections.Counter(r["status"] for r in read.rows)))
+for r in [r for r in read.rows if r["status"] != "ok"][:40]:
+    if True:
+        print(f"  {r['status']}: {r['case_id']}: {str(r.get('error'))[:200]}")
+PY
+exit $(( suite_rc == 0 && fid_rc == 0 ? 0 : 1 ))
