@@ -162,7 +162,9 @@ def execute_recovery(task: Task) -> dict[str, Any]:
         from harness.recovery import suite as recovery_suite
 
         metrics = recovery_suite.run_case(dict(task.params))
-        return make_row("recovery", task.suite, task.params, "ok", **metrics)
+        versions = getattr(recovery_suite, "framework_versions", None)
+        extra = versions(task.params["framework"]) if versions and "framework" in task.params else None
+        return make_row("recovery", task.suite, task.params, "ok", extra_provenance=extra, **metrics)
     except Exception as exc:  # noqa: BLE001
         return make_row("recovery", task.suite, task.params, "failed", error=_error_text(exc))
 

@@ -162,3 +162,15 @@ def test_batch_larger_than_the_checked_rows_checks_a_sub_batch(G, framework, gat
     row = execute_task(_task(framework=framework, gate=gate, mode="fwdbwd", batch=CHECK_ROWS + 44))
     assert row["status"] == "ok", row["error"]
     assert row["fd_grad_err"] < 1e-5 and row["max_grad_err"] < 1e-3
+
+
+@pytest.mark.torch
+def test_recovery_suite_runs_through_the_same_runner_and_resume(gt, tmp_path):
+    pytest.importorskip("harness.recovery.suite")
+    suite = {"name": "rec", "kind": "recovery", "gates": ["softmax", "topk"], "frameworks": ["torch"], "seeds": 1,
+             "problems": [{"name": "tiny", "steps": 10, "samples": 64, "test_samples": 32, "eval_every": 5}]}
+    summary = run_suite(suite, tmp_path)
+    assert [r["kind"] for r in summary.rows] == ["recovery", "recovery"]
+    assert all(r["status"] == "ok" for r in summary.rows), [r["error"] for r in summary.rows]
+    assert summary.rows[0]["provenance"]["torch"]
+    assert run_suite(suite, tmp_path, resume=True).resumed == 2
