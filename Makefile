@@ -25,3 +25,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
+
+# Regression tracking: asv over the last ASV_COMMITS commits (each must contain the harness), then the HTML
+# in .asv/html/index.html. Compare two of them: .venv/bin/asv compare --factor 1.3 OLD NEW (docs/reports.md).
+ASV_COMMITS ?= 5
+.PHONY: asv
+asv: $(STAMP)
+	bash scripts/asv_commits.sh $(ASV_COMMITS)

@@ -124,3 +124,30 @@ def check_report(
                 raise RuntimeError(f"chromium --screenshot exited {run.returncode}: {run.stderr[-2000:]}")
             check.screenshot = shot
     return check
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reports.browser INDEX_HTML [--screenshot PNG]``: exit 0 when the page is fine, 1 when not,
+    2 when Chromium is missing."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m reports.browser", description=main.__doc__)
+    parser.add_argument("index_html")
+    parser.add_argument("--screenshot", default=None)
+    args = parser.parse_args(argv)
+    try:
+        check = check_report(args.index_html, args.screenshot, height=5000)
+    except (RuntimeError, ValueError) as exc:
+        print(f"cannot check {args.index_html}: {exc}")
+        return 2
+    print(
+        f"{check.title}; page errors {check.page_errors}; console lines {len(check.console)}"
+        + (f"; screenshot {check.screenshot}" if check.screenshot else "")
+    )
+    for line in check.console:
+        print(f"  console: {line}")
+    return 0 if check.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

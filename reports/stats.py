@@ -129,13 +129,16 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedStats:
     """Paired two-sided t-test of ``a`` against ``b`` (arrays of the same shape ``(n_pairs,)``).
 
     The t-test is used rather than Wilcoxon because recovery runs have few seeds (Wilcoxon's smallest
-    two-sided p-value with 5 pairs is 0.0625). Identical pairs give p = 1; fewer than two pairs give NaN.
+    two-sided p-value with 5 pairs is 0.0625). Pairs with a non-finite value are left out. Identical pairs
+    give p = 1; fewer than two pairs give NaN.
     """
     from scipy.stats import ttest_rel
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"a, b: expected paired arrays of one shape; got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)  # a pair with a missing value (e.g. never recovered) is left out
+    a, b = a[keep], b[keep]
     n = int(a.size)
     if n == 0:
         return PairedStats(float("nan"), float("nan"), float("nan"), 0)

@@ -210,7 +210,16 @@ def recovery_table(
         return pd.DataFrame()
     keys = recovery_keys(frame)
     rec = _keyed(rec, keys)
-    other = [k for k in keys if k != "gate"]  # the baseline shares these
+    # The baseline shares the problem's columns; columns that depend on the gate itself (e.g. ``selection``:
+    # "topk_of_dense" for softmax, "nonzero" for the sparse gates) are not required to match.
+    all_values = {k: set(rec[k].astype(str)) for k in keys}
+    other = [
+        k
+        for k in keys
+        if k != "gate"
+        and all(set(g[k].astype(str)) == all_values[k] for _, g in rec.groupby("gate"))
+        or k == "framework"
+    ]
     out_rows: list[dict] = []
     for _, group in rec.groupby(keys, sort=True, dropna=False):
         first = group.iloc[0]

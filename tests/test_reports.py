@@ -158,6 +158,8 @@ def test_paired_test():
     got = stats.paired_test(base + DSELECT_F1_GAIN, base)
     assert got.mean_diff == pytest.approx(0.30) and got.p_value < 1e-3 and got.n_pairs == 5
     assert stats.paired_test(base, base).p_value == 1.0
+    with_nan = stats.paired_test(np.array([1.0, np.nan, 3.0, 4.5]), np.array([0.5, 2.0, np.nan, 4.0]))
+    assert with_nan.n_pairs == 2 and with_nan.mean_diff == 0.5 and with_nan.p_value == 0.0
     with pytest.raises(ValueError, match="paired"):
         stats.paired_test(base, base[:3])
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reports.browser import check_report, find_chromium
+from reports.browser import main as browser_main
 from reports.render import build_report, write_report
 from tests.fixtures.synthetic import write_fixture
 
@@ -70,3 +71,5 @@ def test_a_broken_figure_is_caught(chromium, tmp_path):
     assert check.figures_bad == 1 and "torch_vs_tf" in check.title and not check.ok
     assert check.page_errors >= 2  # the failed image load and the console.error
     assert any("synthetic failure" in line for line in check.console)
+    assert browser_main([str(report.index_html)]) == 1  # the command-line form fails too
+    assert browser_main([str(tmp_path / "absent.html")]) == 2
