@@ -40,7 +40,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f3f3f3}
 td.mark-slower{background:#fde0dd}td.mark-faster{background:#e0f3db}td.mark-baseline{color:#777}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
-.problems{color:#a33;font-size:.85em}code{font-size:.9em}
+.problems{color:#a33;font-size:.85em}code{font-size:.9em}.scroll{overflow-x:auto}
 """
 
 _SCRIPT = """
@@ -92,7 +92,8 @@ def _table_html(frame: pd.DataFrame, mark_col: str | None = None) -> str:
             cls = f' class="mark-{text.split()[0]}"' if col == mark_col and text else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'>{table}</div>"
 
 
 def _md_table(frame: pd.DataFrame) -> str:

@@ -168,20 +168,34 @@ def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _case_id_names(case_id: object) -> list[str]:
+    """The parameter names of a ``harness.results.case_id`` string (``"a=1,b=x"`` -> ``["a", "b"]``)."""
+    if not isinstance(case_id, str):
+        return []
+    return [token.split("=", 1)[0] for token in case_id.split(",") if "=" in token]
+
+
 def recovery_keys(frame: pd.DataFrame) -> list[str]:
-    """The identifying columns of recovery rows: everything but seed, metrics, statistics and bookkeeping."""
+    """The identifying columns of recovery rows, seed excepted: the case's parameters, read from the rows'
+    ``case_id`` (every problem knob, floats such as ``lr`` included). Rows without a case id fall back to the
+    non-float columns that are neither metrics nor bookkeeping."""
     rec = frame[frame["kind"] == "recovery"].dropna(axis=1, how="all")
-    keys = []
-    for col in rec.columns:
-        if col in NON_KEY_COLUMNS or col in RECOVERY_METRICS or col == "seed":
-            continue
-        values = rec[col]
-        if values.map(lambda v: isinstance(v, (list, dict))).any():
-            continue
-        if pd.api.types.is_float_dtype(values):
-            continue  # measured values (losses, times) are not identifiers
-        keys.append(col)
-    for first in ("framework", "gate"):  # gate, framework first
+    named: dict[str, None] = {}
+    for cid in rec.get("case_id", pd.Series(dtype=object)):
+        for name in _case_id_names(cid):
+            named.setdefault(name, None)
+    keys = [name for name in named if name in rec.columns and name != "seed"]
+    if not keys:
+        for col in rec.columns:
+            if col in NON_KEY_COLUMNS or col in RECOVERY_METRICS or col == "seed":
+                continue
+            values = rec[col]
+            if values.map(lambda v: isinstance(v, (list, dict))).any():
+                continue
+            if pd.api.types.is_float_dtype(values):
+                continue  # measured values (losses, times) are not identifiers
+            keys.append(col)
+    for first in ("problem", "framework", "gate"):  # gate, framework, problem first
         if first in keys:
             keys.remove(first)
             keys.insert(0, first)
@@ -193,12 +207,41 @@ def recovery_metrics(frame: pd.DataFrame) -> list[str]:
     return [m for m in RECOVERY_METRICS if m in rec.columns and rec[m].notna().any()]
 
 
+def _recovery_baseline(
+    rec: pd.DataFrame, first: pd.Series, keys: list[str], base_gate: str
+) -> tuple[pd.DataFrame | None, str]:
+    """The baseline gate's rows for the configuration ``first``, and how their settings differ ("" if not).
+
+    Exact match on every key but the gate first. Otherwise (a knob swept for one gate only, such as DSelect-k's
+    ``entropy_reg``, or a column that depends on the gate): the keys whose value the baseline does not have are
+    relaxed; the match is used when the remaining baseline rows form one configuration, and its differing
+    settings are returned (the table shows them); with several configurations there is no baseline (None).
+    """
+    cand = rec[(rec["gate"] == base_gate) & (rec["framework"] == first["framework"])]
+    if cand.empty or first["gate"] == base_gate:
+        return (cand if not cand.empty else None), ""
+    others = [k for k in keys if k not in ("gate", "framework")]
+    relaxed = []
+    for key in others:
+        same = cand[cand[key] == first[key]]
+        if same.empty:
+            relaxed.append(key)
+        else:
+            cand = same
+    if relaxed and len(cand.drop_duplicates(subset=others)) != 1:
+        return None, "ambiguous: " + ", ".join(relaxed)
+    ref = cand.iloc[0]
+    return cand, ", ".join(f"{k}={ref[k]}" for k in relaxed)
+
+
 def recovery_table(
     frame: pd.DataFrame, *, baseline: str = DEFAULT_BASELINE, alpha: float = DEFAULT_ALPHA
 ) -> pd.DataFrame:
     """Mean +- s.e. of each recovery metric per configuration, with the paired test against the baseline gate.
 
-    For each metric ``m`` the columns are ``m_mean``, ``m_se``, ``m_diff`` (mean over shared seeds of
+    The baseline rows share the framework and every other case parameter (see ``_recovery_baseline`` for the
+    fallback; ``baseline differs`` names the baseline's settings that are not the row's). For each metric ``m``
+    the columns are ``m_mean``, ``m_se``, ``m_diff`` (mean over shared seeds of
     ``m(case) - m(baseline)``), ``m_p`` (paired t-test) and ``m_mark`` (``better`` / ``worse`` when ``p <
     alpha``; for ``f1``, ``precision``, ``recall`` larger is better, for the rest the mark says ``higher`` /
     ``lower``).
@@ -210,29 +253,17 @@ def recovery_table(
         return pd.DataFrame()
     keys = recovery_keys(frame)
     rec = _keyed(rec, keys)
-    # The baseline shares the problem's columns; columns that depend on the gate itself (e.g. ``selection``:
-    # "topk_of_dense" for softmax, "nonzero" for the sparse gates) are not required to match.
-    all_values = {k: set(rec[k].astype(str)) for k in keys}
-    other = [
-        k
-        for k in keys
-        if k != "gate"
-        and all(set(g[k].astype(str)) == all_values[k] for _, g in rec.groupby("gate"))
-        or k == "framework"
-    ]
     out_rows: list[dict] = []
     for _, group in rec.groupby(keys, sort=True, dropna=False):
         first = group.iloc[0]
-        base_mask = rec["gate"] == base_gate
-        for key in other:
-            base_mask &= rec[key] == first[key]
-        base = rec[base_mask]
+        base, differs = _recovery_baseline(rec, first, keys, base_gate)
         row: dict = {key: first[key] for key in keys}
         row["seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
+        row["baseline differs"] = differs
         for m in metrics:
             mean, se, _ = mean_se(group[m].to_numpy(dtype=float))
             row[f"{m}_mean"], row[f"{m}_se"] = mean, se
-            if first["gate"] == base_gate or base.empty or "seed" not in group:
+            if first["gate"] == base_gate or base is None or "seed" not in group:
                 row[f"{m}_diff"], row[f"{m}_p"] = np.nan, np.nan
                 row[f"{m}_mark"] = "baseline" if first["gate"] == base_gate else UNKNOWN
                 continue

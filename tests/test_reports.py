@@ -218,9 +218,29 @@ def test_recovery_table_mean_se_and_paired_test(loaded):
     assert ds["seeds"] == 5
     sm = _case(table, gate="softmax")
     assert sm["f1_diff"] == 0.0 and sm["f1_p"] == 1.0 and sm["f1_mark"] == "not significant"
+    assert sm["baseline differs"] == "selection=nonzero" and ds["baseline differs"] == ""
     assert _case(table, gate="topk")["f1_mark"] == "baseline"
     # support_changes: lower is better; dselect_k settles (0) where topk keeps changing (3).
     assert ds["support_changes_mark"] == "better"
+
+
+def test_recovery_groups_by_every_case_parameter(tmp_path):
+    """A sweep over a float knob (lr) gives one table row per value, each compared with Top-k at that value."""
+    from harness.results import ResultsWriter, make_row
+
+    path = tmp_path / "sweep.jsonl"
+    writer = ResultsWriter(path)
+    for lr, gain in ((0.01, 0.0), (0.05, 0.2)):
+        for seed in range(4):
+            for gate, f1 in (("topk", 0.5 + 0.01 * seed), ("dselect_k", 0.5 + 0.01 * seed + gain)):
+                params = {"gate": gate, "framework": "torch", "seed": seed, "problem": "p", "lr": lr}
+                writer.write(make_row("recovery", "sweep", params, "ok", f1=f1, test_mse=0.1))
+    table = recovery_table(load_results(path).frame)
+    assert len(table) == 4 and set(table["lr"]) == {0.01, 0.05}
+    ds = table[table["gate"] == "dselect_k"].set_index("lr")
+    assert ds.loc[0.01, "f1_diff"] == pytest.approx(0.0) and ds.loc[0.01, "f1_mark"] == "not significant"
+    assert ds.loc[0.05, "f1_diff"] == pytest.approx(0.2) and ds.loc[0.05, "f1_mark"] == "better"
+    assert (table["baseline differs"] == "").all()
 
 
 # ---- the report directory
