@@ -125,7 +125,24 @@ def timing_table(
                     )
                 rec["mem_ratio"] = _safe_div(row.get("peak_mem_bytes"), base.get("peak_mem_bytes"))
             out_rows.append(rec)
-    return pd.DataFrame(out_rows, columns=columns)
+    table = pd.DataFrame(out_rows, columns=columns)
+    # Within a shape and mode: PyTorch then TF, the baseline first, then the gates in their usual order.
+    gates = dict.fromkeys((base_gate, "softmax", "topk", "dselect_k", "hard_concrete"))
+    gate_rank = {g: i for i, g in enumerate(gates)}
+    order = table.assign(
+        _fw=table["framework"].map({"torch": 0, "tf": 1}).fillna(2),
+        _gate=table["gate"].map(gate_rank).fillna(len(gate_rank)),
+    )
+    order = order.sort_values([*SHAPE_KEYS, "mode", "_fw", "_gate", "impl"], kind="stable", key=_sort_key)
+    return table.loc[order.index].reset_index(drop=True)
+
+
+def _sort_key(col: pd.Series) -> pd.Series:
+    """Sort numbers as numbers and everything else as text (key columns mix numbers and ``"-"``)."""
+    if col.name in ("_fw", "_gate"):
+        return col
+    numeric = pd.to_numeric(col, errors="coerce")
+    return numeric.fillna(-1) if numeric.notna().any() else col.astype(str)
 
 
 def _pick_baseline(candidates: pd.DataFrame, impl: object) -> pd.Series | None:
