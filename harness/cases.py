@@ -304,6 +304,8 @@ def evaluate_accuracy(case: Case, params: Mapping[str, np.ndarray], x: np.ndarra
 
 def check_c(case: Case, inputs: CaseInputs) -> np.ndarray:
     """The loss weights ``c`` of the gradient check: ``inputs.c`` with ambiguous Top-k rows (training) zeroed."""
+    if case.gate != "topk":
+        return inputs.c.copy()
     params = {k: cast_like(v, case.dtype) for k, v in inputs.params.items()}
     amb = ambiguous_topk_rows(case, params, cast_like(inputs.x, case.dtype), inputs.noise, training=True)
     c = inputs.c.copy()

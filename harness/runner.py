@@ -144,13 +144,15 @@ def execute_timing(task: Task) -> dict[str, Any]:
     except Unavailable as exc:
         return _timing_row(task, "skipped", str(exc), extra)
     except Exception as exc:  # noqa: BLE001 - any failure of a case is recorded in its row, and the suite goes on
-        _free_device_memory()
         return _timing_row(task, "failed", _error_text(exc), extra,
                            traceback=traceback.format_exc(limit=8)[-4000:])
 
 
 def _free_device_memory() -> None:
-    """After a failure (an out-of-memory above all), return cached GPU memory so the next case starts clean."""
+    """Return cached GPU memory (after a case's tensors are gone), so the next case starts clean."""
+    import gc
+
+    gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -173,7 +175,10 @@ def execute_task(task: Task | Mapping[str, Any]) -> dict[str, Any]:
     """Run one task (a ``Task`` or its JSON form) in this process and return its row."""
     if not isinstance(task, Task):
         task = Task.from_json(task)
-    return execute_timing(task) if task.kind == "timing" else execute_recovery(task)
+    row = execute_timing(task) if task.kind == "timing" else execute_recovery(task)
+    if row.get("device") == "gpu" or row["status"] == "failed":  # the case's workload is out of scope here
+        _free_device_memory()
+    return row
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -111,3 +111,15 @@ def test_sigkill_mid_suite_then_resume_records_every_case_exactly_once(gt, tmp_p
     assert all(n == 1 for n in counts.values()), counts
     assert all(row["status"] == "ok" for row in after.rows)
     assert f"{n_before} already done" in " ".join(done.stdout.split())
+
+
+@pytest.mark.torch
+def test_run_with_filters_and_isolate_writes_only_the_selected_cases(gt, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    result = CliRunner().invoke(_app(), [
+        "run", "smoke", "--out", str(out), "--isolate", "--gate", "topk", "--framework", "torch", "--mode", "fwd",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out).rows
+    assert sorted(r["gating"] for r in rows) == ["per_example", "static"]
+    assert all(r["gate"] == "topk" and r["framework"] == "torch" and r["status"] == "ok" for r in rows)

@@ -202,6 +202,9 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
 
     compiled = case.impl == "compiled"
     if compiled:
+        # Dynamo caches compiled code per code object (these nested functions are one code object for every case)
+        # and falls back to eager past its cache limit: start each compiled case from an empty cache.
+        torch._dynamo.reset()
         forward = torch.compile(forward, dynamic=False)
         loss_fn = torch.compile(loss_fn, dynamic=False)
 
