@@ -34,6 +34,7 @@ def _single_thread(framework: str) -> None:
     if framework in ("tf", "all"):
         import tensorflow as tf
 
+        tf.get_logger().setLevel("ERROR")  # each run traces its own tf.function once; TF warns about that
         try:
             tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.config.threading.set_inter_op_parallelism_threads(1)

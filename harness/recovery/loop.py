@@ -21,7 +21,8 @@ class TrainResult:
     ``eval_steps (E,)``; rows ``R`` are tasks (static) or test examples (per-example). ``final_weights (R, n)``:
     test-time weights at the end. ``test_mse``: mean squared error of the test targets (noisy: its floor is
     ``noise^2``). ``first_grads``: every parameter's gradient of the first step's loss. ``learned_f_test (M, n)``:
-    the trained experts' test outputs (learned experts only). ``train_ms``: wall time of the loop."""
+    the trained experts' test outputs (learned experts only). ``train_ms``: wall time of the loop.
+    ``final_params``: every trainable array at the end (float64, named as in ``initial_params``)."""
 
     eval_steps: np.ndarray
     history: np.ndarray
@@ -31,6 +32,7 @@ class TrainResult:
     first_grads: dict[str, np.ndarray]
     learned_f_test: np.ndarray | None
     train_ms: float
+    final_params: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
 
 

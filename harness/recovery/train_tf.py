@@ -118,4 +118,5 @@ def train(data: PlantedData, gate: str) -> TrainResult:
         eval_steps=np.asarray(eval_steps), history=np.stack(history), final_weights=np.asarray(q.numpy(), np.float64),
         test_mse=float(test_loss) / pr.tasks, final_loss=float(loss), first_grads=first_grads,
         learned_f_test=learned, train_ms=train_ms,
+        final_params={key: np.asarray(p.numpy(), dtype=np.float64) for key, p in params.items()},
     )

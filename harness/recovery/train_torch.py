@@ -118,4 +118,5 @@ def train(data: PlantedData, gate: str) -> TrainResult:
         eval_steps=np.asarray(eval_steps), history=np.stack(history), final_weights=q.to(torch.float64).numpy(),
         test_mse=float(test_loss) / pr.tasks, final_loss=float(loss.detach()), first_grads=first_grads,
         learned_f_test=learned, train_ms=train_ms,
+        final_params={key: p.detach().to(torch.float64).numpy() for key, p in params.items()},
     )
