@@ -199,7 +199,8 @@ def make_inputs(case: Case) -> CaseInputs:
     if case.gate == "topk":
         noise = rng.standard_normal(case.weights_shape)
     elif case.gate == "hard_concrete":
-        eps = spec.HARD_CONCRETE_EPS
+        # kept inside (0, 1) after rounding to the case's dtype (bfloat16's spacing just below 1 is 2^-8)
+        eps = max(spec.HARD_CONCRETE_EPS, 2.0**-8 if case.dtype == "bfloat16" else 0.0)
         noise = rng.uniform(eps, 1 - eps, case.weights_shape)
     return CaseInputs(params, x, c, noise)
 

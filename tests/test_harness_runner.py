@@ -174,3 +174,20 @@ def test_recovery_suite_runs_through_the_same_runner_and_resume(gt, tmp_path):
     assert all(r["status"] == "ok" for r in summary.rows), [r["error"] for r in summary.rows]
     assert summary.rows[0]["provenance"]["torch"]
     assert run_suite(suite, tmp_path, resume=True).resumed == 2
+
+
+def test_missing_framework_is_a_skip_with_reason(monkeypatch):
+    import harness.adapters as adapters
+
+    monkeypatch.setattr(adapters, "framework_installed", lambda framework: False)
+    row = execute_task(_task(framework="tf"))
+    assert row["status"] == "skipped" and "not installed" in row["error"]
+    assert row["median_ms"] is None
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
+@pytest.mark.parametrize("gate", ["dselect_k", "hard_concrete"])
+def test_other_dtypes_pass_their_tolerances(G, framework, gate, dtype):
+    row = execute_task(_task(framework=framework, gate=gate, mode="fwdbwd", dtype=dtype))
+    assert row["status"] == "ok", row["error"]
+    assert row["max_abs_err"] < (1e-9 if dtype == "float64" else 6e-2)
