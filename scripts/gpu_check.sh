@@ -13,7 +13,7 @@ set -u -o pipefail
 OUT="${1:?usage: scripts/gpu_check.sh OUT_DIR}"
 SUITE_SECONDS="${SUITE_SECONDS:-230}"      # the kernels suite (PyTorch cases)
 FIDELITY_SECONDS="${FIDELITY_SECONDS:-55}" # harness vs triton.testing.do_bench
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
