@@ -119,6 +119,8 @@ def _timing_cells(row: dict[str, Any]) -> list[str]:
 
 def list_command() -> None:
     """List the suites, gates, frameworks and devices available here."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from rich.console import Console
     from rich.table import Table
 
@@ -135,7 +137,8 @@ def list_command() -> None:
         try:
             s = load_suite(path)
             count = str(len(expand(s))) if s.kind == "timing" else "-"
-            suites.add_row(s.name, s.kind, count, str(path), s.description)
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            suites.add_row(s.name, s.kind, count, str(shown), s.description)
         except (ValueError, OSError) as exc:
             suites.add_row(path.stem, "?", "-", str(path), f"[red]{exc}[/red]")
     console.print(suites)
