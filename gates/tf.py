@@ -155,10 +155,13 @@ def hard_concrete_gates(
     u: tf.Tensor | None = None,
     beta: float = spec.HARD_CONCRETE_BETA,
     limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
+    *,
+    check_u: bool = True,
 ) -> tf.Tensor:
     """``(..., n) -> (..., n)`` in [0, 1]. ``u=None``: deterministic test-time gate; else ``u`` is the uniform noise.
 
-    The range check of ``u`` needs its values: it runs in eager mode, not inside a ``tf.function`` trace.
+    The range check of ``u`` reads its values: it runs in eager mode, not inside a ``tf.function`` trace, and
+    ``check_u=False`` skips it (the layers check the noise a caller passes in ``__call__`` and draw the rest).
     """
     beta = spec.check_positive("beta", beta)
     lo, hi = spec.check_limits(limits)
@@ -167,7 +170,7 @@ def hard_concrete_gates(
         s = tf.sigmoid(log_alpha)
     else:
         spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
-        if tf.executing_eagerly():
+        if check_u and tf.executing_eagerly():
             spec.check_unit_interval_open("u", float(tf.reduce_min(u)), float(tf.reduce_max(u)))
         s = tf.sigmoid((tf.math.log(u) - tf.math.log1p(-u) + log_alpha) / beta)
     return tf.clip_by_value(s * (hi - lo) + lo, 0.0, 1.0)
@@ -272,7 +275,7 @@ class Gate(keras.layers.Layer):
             u = None
             if training:
                 u = noise if noise is not None else _uniform_noise(la)
-            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"]))
+            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=False))
             if training and h["l0_reg"] > 0:
                 reg = reg + h["l0_reg"] * tf.reduce_mean(hard_concrete_l0(la, h["beta"], h["limits"]))
         else:

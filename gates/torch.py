@@ -151,8 +151,13 @@ def hard_concrete_gates(
     u: torch.Tensor | None = None,
     beta: float = spec.HARD_CONCRETE_BETA,
     limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
+    *,
+    check_u: bool = True,
 ) -> torch.Tensor:
-    """``(..., n) -> (..., n)`` in [0, 1]. ``u=None``: deterministic test-time gate; else ``u`` is the uniform noise."""
+    """``(..., n) -> (..., n)`` in [0, 1]. ``u=None``: deterministic test-time gate; else ``u`` is the uniform noise.
+
+    ``check_u=False`` skips the range check of ``u``, which reads its values (a host sync on a GPU); the modules
+    skip it for the noise they draw themselves."""
     beta = spec.check_positive("beta", beta)
     lo, hi = spec.check_limits(limits)
     spec.check_min_rank("log_alpha", log_alpha.shape, 1, "(..., n)")
@@ -160,7 +165,8 @@ def hard_concrete_gates(
         s = torch.sigmoid(log_alpha)
     else:
         spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
-        spec.check_unit_interval_open("u", float(u.detach().min()), float(u.detach().max()))
+        if check_u:
+            spec.check_unit_interval_open("u", float(u.detach().min()), float(u.detach().max()))
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
     return torch.clamp(s * (hi - lo) + lo, 0.0, 1.0)
 
@@ -255,7 +261,7 @@ class Gate(nn.Module):
             u = None
             if training:
                 u = noise if noise is not None else _uniform_noise(la)
-            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"]))
+            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=noise is not None))
             if training and h["l0_reg"] > 0:
                 reg = reg + h["l0_reg"] * hard_concrete_l0(la, h["beta"], h["limits"]).mean()
         else:
