@@ -21,7 +21,6 @@ returns its metric columns; ``run_suite`` is a small stand-alone runner over bot
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,10 +36,8 @@ CASE_KEYS = ("gate", "framework", "seed", "problem")
 
 def load_suite(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a suite TOML file."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    import tomllib
+
     with open(path, "rb") as fh:
         return tomllib.load(fh)
 
