@@ -5,10 +5,14 @@ Three uses:
 - one gate and framework over seeds: ``gatebench recover --gate dselect_k --framework torch --experts 16 --k 4
   --tasks 32 --clusters 8 --seeds 10 [--json]`` (``--json``: one JSON document with per-seed and mean metrics,
   mean F1 under ``f1``);
-- the suite: ``gatebench recover --suite suites/recovery.toml --out results.jsonl [--resume]``;
+- the suite: ``gatebench recover --suite suites/recovery.toml --out results.jsonl [--resume]``, run by the
+  generic runner (``harness.runner.run_suite``, as ``gatebench run`` does): one row per case, appended and fsynced
+  as it finishes; ``--resume`` skips the case ids already in the file, ``--fresh`` moves an existing file aside,
+  and without either an existing non-empty file is an error;
 - a summary of results rows: ``gatebench recover --report results.jsonl [--json]``.
 
-Frameworks are imported inside the command, only when a run needs them.
+Frameworks are imported inside the command, only when a run needs them; each framework runs on one intra-op
+thread (``harness.recovery.run.limit_threads``, shared with ``gatebench run``).
 """
 
 from __future__ import annotations
@@ -27,19 +31,6 @@ _QUICK_HELP = "Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clust
 def _quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-
-def _single_thread(framework: str) -> None:
-    """Recovery problems are tiny: one intra-op thread per framework is fastest and keeps runs reproducible."""
-    if framework in ("tf", "all"):
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")  # each run traces its own tf.function once; TF warns about that
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already initialised in this process: keep its settings
-            pass
 
 
 def register(app: typer.Typer) -> None:
@@ -67,8 +58,11 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option("--quick", help=_QUICK_HELP)] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
         suite: Annotated[Path | None, typer.Option(help="Run this recovery suite file instead of one gate.")] = None,
-        out: Annotated[Path | None, typer.Option(help="Results file of --suite (JSON Lines).")] = None,
+        out: Annotated[Path | None, typer.Option(
+            help="Results of --suite: a .jsonl file, or a folder (then OUT/<suite name>.jsonl).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="With --suite: skip cases already in --out.")] = False,
+        fresh: Annotated[bool, typer.Option(
+            "--fresh", help="With --suite: move an existing --out aside (*.bak) and start over.")] = False,
         report: Annotated[Path | None, typer.Option(help="Summarise this recovery results file instead.")] = None,
     ) -> None:
         """Train gates on planted-expert problems and score how well they recover the planted supports."""
@@ -80,7 +74,7 @@ def register(app: typer.Typer) -> None:
             if report is not None:
                 _report(report, as_json)
             elif suite is not None:
-                _suite(suite, out, resume, console)
+                _suite(suite, out, resume, fresh, console)
             else:
                 from harness.recovery.problem import QUICK, RecoveryProblem
                 from harness.recovery.run import check_framework, check_gate
@@ -113,7 +107,6 @@ def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None
 
     from harness.recovery.run import METRICS, json_safe, run_seeds
 
-    _single_thread(framework)
     total = seeds * (2 if baseline else 1)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{gate} / {framework}", total=total)
@@ -137,21 +130,29 @@ def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None
                         f"{w['median_diff']:+.3f}, p = {w['p_value']:.3g} ({w['pairs']} seeds)")
 
 
-def _suite(path: Path, out: Path | None, resume: bool, console) -> None:
+def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> None:
+    """Run a recovery suite file through the generic runner (in this process), with a progress bar."""
+    import time
+
     from rich.progress import Progress
 
-    from harness.recovery.suite import expand, load_suite, run_suite
+    from harness.runner import run_suite
+    from harness.suite import load_suite
 
     if out is None:
         raise ValueError("out: expected a results file for --suite (e.g. --out results/recovery.jsonl); got none")
-    _single_thread("all")
-    total = len(expand(load_suite(path)))
+    loaded = load_suite(path)
+    if loaded.kind != "recovery":
+        raise ValueError(f"suite: expected a recovery suite (kind = \"recovery\"); {path} has kind {loaded.kind!r}"
+                         " (run it with gatebench run)")
+    start = time.perf_counter()
     with Progress(console=console) as progress:
-        task = progress.add_task(f"recovery suite {path.name}", total=total)
-        counts = run_suite(path, out, resume=resume, on_case=lambda params, row: progress.advance(task))
-        progress.update(task, completed=total)
-    console.print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped_done']} already done; "
-                  f"{counts['wall_s']:.1f} s -> {out}")
+        bar = progress.add_task(f"recovery suite {loaded.name}", total=None)
+        summary = run_suite(loaded, out, resume=resume, fresh=fresh,
+                            on_plan=lambda tasks, resumed: progress.update(bar, total=len(tasks)),
+                            on_row=lambda row: progress.advance(bar))
+    console.print(f"{summary.count('ok')} ok, {summary.count('failed')} failed, {summary.resumed} already done; "
+                  f"{time.perf_counter() - start:.1f} s -> {summary.path}")
 
 
 def _report(path: Path, as_json: bool) -> None:

@@ -8,7 +8,8 @@ crash or a SIGKILL loses no completed row; ``resume=True`` skips the case ids al
 
 Recovery suites (``kind = "recovery"``) go through the same planning, executors, resume and results file; their
 cases come from ``harness.recovery.suite.expand(suite_dict)`` and run with
-``harness.recovery.suite.run_case(params) -> dict`` of metric columns.
+``harness.recovery.suite.run_case(params) -> dict`` of metric columns (on one intra-op thread per framework:
+``harness.recovery.run.limit_threads``). ``gatebench recover --suite`` runs them through ``run_suite`` here too.
 
 ``python -m harness.runner SUITE --out DIR [--resume] [--isolate] [--framework torch ...]`` runs a suite without
 the typer/rich CLI (what ``scripts/gpu_check.sh`` uses).

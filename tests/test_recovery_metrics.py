@@ -15,6 +15,7 @@ from harness.recovery.metrics import (
     select,
     steps_to_support,
     support_changes,
+    support_changes_trace,
     support_scores,
     to_planted_order,
 )
@@ -88,3 +89,22 @@ def test_paired_wilcoxon_and_mann_whitney():
         paired_wilcoxon(a[:3], a)
     assert mann_whitney(a, a + 1)["p_value"] < 0.001
     assert mann_whitney([1.0, 1.0], [1.0, 1.0])["p_value"] == 1.0
+
+
+def test_support_changes_trace_counts_rows_that_changed_at_each_evaluation():
+    a = np.array([[True, False, True], [False, True, True]])  # two rows, n = 3
+    b = a.copy()
+    b[0] = [False, True, True]  # row 0 changes, row 1 does not
+    history = np.stack([a, b, b, a, a])  # (E=5, R=2, n=3)
+    assert support_changes_trace(history) == [0.0, 0.5, 0.0, 0.5, 0.0]
+    assert support_changes_trace(history, initial=b) == [0.5, 0.5, 0.0, 0.5, 0.0]
+    assert support_changes_trace(history, initial=a)[0] == 0.0
+    # Its last half sums to support_changes (same quantity, per evaluation instead of summed).
+    for hist in (history, np.stack([a, b] * 4), np.stack([a] * 7)):
+        trace = support_changes_trace(hist)
+        assert len(trace) == hist.shape[0]
+        assert sum(trace[hist.shape[0] // 2 + 1 :]) == pytest.approx(support_changes(hist))
+    with pytest.raises(ValueError, match=r"initial: expected shape \(2, 3\)"):
+        support_changes_trace(history, initial=a[:1])
+    with pytest.raises(ValueError, match="history: expected a bool array"):
+        support_changes_trace(a)

@@ -120,11 +120,11 @@ def test_suite_expand_covers_the_grid_with_full_definitions():
 def test_the_default_suite_file_has_at_least_ten_seeds_and_every_gate_and_framework():
     from pathlib import Path
 
-    from harness.recovery.suite import load_suite
+    from harness.suite import load_suite
 
     suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "recovery.toml")
-    cases = expand(suite)
-    assert suite["kind"] == "recovery"
+    cases = expand(suite.raw)
+    assert suite.kind == "recovery"
     assert len({c["seed"] for c in cases}) >= 10
     assert {c["gate"] for c in cases} == {"softmax", "topk", "dselect_k", "hard_concrete"}
     assert {c["framework"] for c in cases} == {"torch", "tf"}

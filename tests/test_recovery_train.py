@@ -117,38 +117,97 @@ def test_learned_experts_are_matched_before_scoring(gt):
     assert 0 <= out["f1"] <= 1
 
 
-def test_suite_run_case_and_run_suite_write_rows(tmp_path, gt):
-    from harness.recovery.suite import run_suite
-    from harness.results import read_rows
-
-    suite = tmp_path / "s.toml"
-    suite.write_text(
-        'name = "tiny"\nkind = "recovery"\ngates = ["topk", "softmax"]\nframeworks = ["torch"]\nseeds = 2\n'
-        '[[problems]]\nname = "p"\nexperts = 4\nk = 2\ntasks = 2\nclusters = 1\nsteps = 20\nsamples = 64\n'
-        'test_samples = 32\nbatch = 16\n'
-    )
-    out = tmp_path / "r.jsonl"
-    counts = run_suite(suite, out)
-    assert counts["ok"] == 4 and counts["failed"] == 0
-    rows = read_rows(out).rows
-    assert {r["kind"] for r in rows} == {"recovery"} and len({r["case_id"] for r in rows}) == 4
-    assert all(0 <= r["f1"] <= 1 and r["provenance"]["torch"] for r in rows)
-    again = run_suite(suite, out, resume=True)
-    assert again["skipped_done"] == 4 and again["ok"] == 0
-    with pytest.raises(ValueError, match="out: .* exists"):
-        run_suite(suite, out)
-
-
-def test_cli_recover_json_and_errors(gt):
+def _recover_app():
     import typer
-    from typer.testing import CliRunner
 
     from harness import _cli_recover
 
     app = typer.Typer()
     app.callback()(lambda: None)  # a group, as in harness.cli (which also loads other engineers' commands)
     _cli_recover.register(app)
-    runner = CliRunner()
+    return app
+
+
+def test_cli_recover_suite_runs_through_the_generic_runner(tmp_path, gt):
+    """``gatebench recover --suite`` writes the rows ``harness.runner.run_suite`` writes, resumes, and refuses to
+    append to an existing file without --resume (--fresh moves it aside)."""
+    from typer.testing import CliRunner
+
+    from harness.recovery.suite import expand, run_case
+    from harness.results import case_id, read_rows
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        'name = "tiny"\nkind = "recovery"\ngates = ["topk", "softmax"]\nframeworks = ["torch"]\nseeds = 2\n'
+        '[[problems]]\nname = "p"\nexperts = 4\nk = 2\ntasks = 2\nclusters = 1\nsteps = 20\nsamples = 64\n'
+        'test_samples = 32\nbatch = 16\neval_every = 5\n'
+    )
+    out = tmp_path / "r.jsonl"
+    app, runner = _recover_app(), CliRunner()
+    res = runner.invoke(app, ["recover", "--suite", str(suite), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "4 ok, 0 failed, 0 already done" in res.output
+    rows = read_rows(out).rows
+    assert {r["kind"] for r in rows} == {"recovery"} and {r["suite"] for r in rows} == {"tiny"}
+    assert len({r["case_id"] for r in rows}) == 4 and all(r["status"] == "ok" for r in rows)
+    assert all(0 <= r["f1"] <= 1 and r["provenance"]["torch"] for r in rows)
+    # Support stability over training: one value per evaluation, at the recorded steps.
+    assert all(r["eval_steps"] == [5, 10, 15, 20] and len(r["support_changes_trace"]) == 4 for r in rows)
+    assert all(all(0 <= v <= 1 for v in r["support_changes_trace"]) for r in rows)
+    # The same columns and values as the generic runner's rows and as run_case (the runs are deterministic).
+    direct = run_suite(suite, tmp_path / "direct.jsonl").rows
+    assert [r["case_id"] for r in direct] == [r["case_id"] for r in rows]
+    assert [sorted(r) for r in direct] == [sorted(r) for r in rows]
+    assert [r["f1"] for r in direct] == [r["f1"] for r in rows]
+    params = expand(load_suite(suite).raw)[0]
+    assert case_id(params) == rows[0]["case_id"]
+    first = run_case(params)
+    assert first["f1"] == rows[0]["f1"] and first["support_changes_trace"] == rows[0]["support_changes_trace"]
+    # Resume: nothing left to run; without --resume an existing file is an error (exit 2, the reason printed).
+    again = runner.invoke(app, ["recover", "--suite", str(suite), "--out", str(out), "--resume"])
+    assert again.exit_code == 0 and "0 ok, 0 failed, 4 already done" in again.output
+    assert len(read_rows(out).rows) == 4
+    refused = runner.invoke(app, ["recover", "--suite", str(suite), "--out", str(out)])
+    assert refused.exit_code == 2 and "already has rows; pass resume" in " ".join(refused.output.split())
+    assert len(read_rows(out).rows) == 4
+    timing = tmp_path / "t.toml"
+    timing.write_text('name = "t"\n[[grid]]\ngate = "softmax"\nframework = "torch"\nmode = "fwd"\n'
+                      'shapes = [{batch = 4, input_dim = 4, experts = 4, k = 2}]\n')
+    wrong = runner.invoke(app, ["recover", "--suite", str(timing), "--out", str(tmp_path / "t.jsonl")])
+    assert wrong.exit_code == 2 and "expected a recovery suite" in " ".join(wrong.output.split())
+    fresh = runner.invoke(app, ["recover", "--suite", str(suite), "--out", str(out), "--fresh"])
+    assert fresh.exit_code == 0 and "4 ok, 0 failed, 0 already done" in fresh.output
+    assert len(read_rows(out).rows) == 4 and len(list(tmp_path.glob("r.jsonl.*.bak"))) == 1
+
+
+def test_generic_runner_limits_tensorflow_to_one_thread(tmp_path, gf):
+    """A recovery case run by ``harness.runner`` (as ``gatebench run`` does) sets TF to one intra-op thread, in a
+    fresh process (TensorFlow takes thread settings only before it initialises)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tensorflow as tf\n"
+        "from harness.runner import Task, execute_task\n"
+        "params = {'gate': 'topk', 'framework': 'tf', 'seed': 0, 'problem': 'p', 'experts': 4, 'k': 2, 'tasks': 2,\n"
+        "          'clusters': 1, 'steps': 4, 'samples': 32, 'test_samples': 16, 'batch': 8, 'eval_every': 2}\n"
+        "row = execute_task(Task('recovery', 's', {}, params))\n"
+        "assert row['status'] == 'ok', row['error']\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(),\n"
+        "      tf.config.threading.get_inter_op_parallelism_threads(), row['provenance']['tensorflow'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    intra, inter, version = res.stdout.split()[-3:]
+    assert (intra, inter) == ("1", "1") and version
+
+
+def test_cli_recover_json_and_errors(gt):
+    from typer.testing import CliRunner
+
+    app, runner = _recover_app(), CliRunner()
     res = runner.invoke(app, ["recover", "--gate", "topk", "--framework", "torch", "--experts", "4", "--k", "2",
                               "--tasks", "2", "--clusters", "1", "--seeds", "2", "--steps", "20", "--json",
                               "--baseline", "softmax"])

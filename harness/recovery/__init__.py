@@ -5,7 +5,8 @@
 - ``train_torch`` / ``train_tf``: the training loops, side by side (imported only when a run needs them).
 - ``metrics``: support precision / recall / F1, exact-support rate, steps to support, stability, expert matching,
   and statistics over seeds (mean +- s.e., Wilcoxon, Mann-Whitney).
-- ``run``: one run or many seeds; ``suite``: the ``recovery`` suite (``expand``, ``run_case``, ``run_suite``);
+- ``run``: one run or many seeds; ``suite``: the ``recovery`` suite (``expand``, ``run_case``; run by
+  ``harness.runner.run_suite``);
   ``report``: summaries of results rows.
 
 Importing this package does not import PyTorch or TensorFlow.

@@ -22,7 +22,8 @@ class TrainResult:
     test-time weights at the end. ``test_mse``: mean squared error of the test targets (noisy: its floor is
     ``noise^2``). ``first_grads``: every parameter's gradient of the first step's loss. ``learned_f_test (M, n)``:
     the trained experts' test outputs (learned experts only). ``train_ms``: wall time of the loop.
-    ``final_params``: every trainable array at the end (float64, named as in ``initial_params``)."""
+    ``final_params``: every trainable array at the end (float64, named as in ``initial_params``).
+    ``initial_selection (R, n)``: the selected sets before the first step (the start of the stability trace)."""
 
     eval_steps: np.ndarray
     history: np.ndarray
@@ -34,6 +35,7 @@ class TrainResult:
     train_ms: float
     final_params: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
+    initial_selection: np.ndarray | None = None
 
 
 def initial_params(data: PlantedData, gate: str) -> dict[str, np.ndarray]:

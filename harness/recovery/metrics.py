@@ -79,6 +79,28 @@ def support_changes(history: np.ndarray) -> float:
     return float(changed.sum(axis=0).mean())
 
 
+def support_changes_trace(history: np.ndarray, initial: np.ndarray | None = None) -> list[float]:
+    """Support changes over training, one value per recorded selection: ``trace[e]`` is the fraction of rows
+    whose selected set at record ``e`` differs from record ``e - 1`` (for ``e = 0``: from ``initial (R, n)``, the
+    selection before the first step, or 0.0 when it is not given).
+
+    ``history (E, R, n)`` bool. The trace sums to ``support_changes`` over its last half:
+    ``sum(trace[E // 2 + 1:]) == support_changes(history)``.
+    """
+    history = np.asarray(history, dtype=bool)
+    if history.ndim != 3:
+        raise ValueError(f"history: expected a bool array (E, R, n); got shape {history.shape}")
+    changed = (history[1:] != history[:-1]).any(axis=-1).mean(axis=-1)  # (E - 1,)
+    if initial is None:
+        first = 0.0
+    else:
+        initial = np.asarray(initial, dtype=bool)
+        if initial.shape != history.shape[1:]:
+            raise ValueError(f"initial: expected shape {history.shape[1:]} (R, n); got {initial.shape}")
+        first = float((history[0] != initial).any(axis=-1).mean())
+    return [first] + [float(v) for v in changed]
+
+
 def match_experts(learned: np.ndarray, planted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching of learned to planted experts on output correlation.
 

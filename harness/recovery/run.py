@@ -22,6 +22,7 @@ from .metrics import (
     paired_wilcoxon,
     steps_to_support,
     support_changes,
+    support_changes_trace,
     support_scores,
     to_planted_order,
 )
@@ -45,10 +46,37 @@ def check_gate(gate: Any) -> str:
     return gate
 
 
+_THREADS_LIMITED: set[str] = set()
+
+
+def limit_threads(framework: str) -> None:
+    """Recovery problems are tiny (tensors of a few hundred numbers): one intra-op thread is faster than many
+    (no synchronisation) and keeps runs reproducible. Done once per process and framework, before its first run.
+
+    TensorFlow: one intra-op and one inter-op thread, set before TF initialises its runtime (if it already has,
+    e.g. after timing cases in the same process, its settings stay), and its logger quietened (each run traces its
+    own ``tf.function``s, and TF warns about retracing). PyTorch: ``train_torch.train`` sets one thread for the
+    duration of each run and restores the previous count afterwards.
+    """
+    if framework in _THREADS_LIMITED:
+        return
+    _THREADS_LIMITED.add(framework)
+    if framework == "tf":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow's runtime is already initialised in this process: keep its settings
+            pass
+
+
 def train(data: PlantedData, gate: str, framework: str) -> TrainResult:
-    """Train with the framework's loop (imported here, lazily)."""
+    """Train with the framework's loop (imported here, lazily), one intra-op thread (``limit_threads``)."""
     check_gate(gate)
-    if check_framework(framework) == "torch":
+    limit_threads(check_framework(framework))
+    if framework == "torch":
         from . import train_torch as loop
     else:
         from . import train_tf as loop
@@ -56,9 +84,10 @@ def train(data: PlantedData, gate: str, framework: str) -> TrainResult:
 
 
 def score(data: PlantedData, gate: str, result: TrainResult) -> dict[str, Any]:
-    """The metrics of a finished run (see ``METRICS``), plus ``selection`` and, for learned experts, the mean
-    correlation of the matched experts. Learned experts are matched to planted ones (Hungarian, on test-output
-    correlation) and selections are re-indexed to the planted order before scoring."""
+    """The metrics of a finished run (see ``METRICS``), plus ``selection``, the per-evaluation
+    ``support_changes_trace`` with its ``eval_steps`` (lists, one value per evaluation) and, for learned
+    experts, the mean correlation of the matched experts. Learned experts are matched to planted ones
+    (Hungarian, on test-output correlation) and selections are re-indexed to the planted order before scoring."""
     pr = data.problem
     history = result.history
     out: dict[str, Any] = {}
@@ -70,6 +99,10 @@ def score(data: PlantedData, gate: str, result: TrainResult) -> dict[str, Any]:
     out.update(support_scores(history[-1], planted))
     out["steps_to_support"] = steps_to_support(history, planted, result.eval_steps)
     out["support_changes"] = support_changes(history)
+    # Per-evaluation trace of the same quantity (the report's "support stability over training" curves); changes
+    # do not depend on the expert order, so the model's order serves for learned experts too.
+    out["support_changes_trace"] = support_changes_trace(result.history, result.initial_selection)
+    out["eval_steps"] = [int(s) for s in result.eval_steps]
     out["test_mse"] = result.test_mse
     out["final_loss"] = result.final_loss
     out["train_ms"] = result.train_ms

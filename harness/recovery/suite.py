@@ -15,15 +15,13 @@ Suite file (TOML)::
 
 ``expand`` turns it into one flat params dict per case (``gate``, ``framework``, ``seed``, ``problem`` (name) and
 every field of the problem, defaults included, so a case id pins the whole definition); ``run_case`` runs one and
-returns its metric columns; ``run_suite`` is a small stand-alone runner over both.
+returns its metric columns. Suites are loaded by ``harness.suite.load_suite`` and run by the generic runner
+(``harness.runner.run_suite``: results file, resume, executors), which calls ``expand`` and ``run_case``; both
+``gatebench run SUITE`` and ``gatebench recover --suite SUITE`` go through it.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from gates import FRAMEWORKS, GATE_NAMES
@@ -32,14 +30,6 @@ from .problem import RecoveryProblem
 
 SUITE_KEYS = ("name", "kind", "description", "gates", "frameworks", "seeds", "problems")
 CASE_KEYS = ("gate", "framework", "seed", "problem")
-
-
-def load_suite(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a suite TOML file."""
-    import tomllib
-
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
 
 
 def _list(suite: dict[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
@@ -103,42 +93,3 @@ def framework_versions(framework: str) -> dict[str, str]:
     import tensorflow as tf
 
     return {"tensorflow": tf.__version__}
-
-
-def run_suite(path: str | os.PathLike[str], out: str | os.PathLike[str], resume: bool = False,
-              on_case: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run every case of the suite file ``path`` and append a row per case to ``out`` (fsynced as each finishes).
-
-    ``resume``: skip cases whose id is already in ``out``; without it an existing ``out`` is an error (so that a
-    file never mixes two runs by accident). A case that raises is recorded with ``status="failed"`` and its error.
-    ``on_case(params, row)`` is called after each case. Returns counts and the wall time in seconds.
-    """
-    from harness.results import ResultsWriter, case_id, completed_case_ids, make_row
-
-    suite = load_suite(path)
-    name = str(suite.get("name", Path(path).stem))
-    cases = expand(suite)
-    out = Path(out)
-    if out.exists() and out.stat().st_size > 0 and not resume:
-        raise ValueError(f"out: {out} exists; pass resume=True (--resume) to continue it, or choose a new file")
-    done = completed_case_ids(out) if resume else set()
-    writer = ResultsWriter(out)
-    counts = {"cases": len(cases), "skipped_done": 0, "ok": 0, "failed": 0}
-    start = time.perf_counter()
-    for params in cases:
-        if case_id(params) in done:
-            counts["skipped_done"] += 1
-            continue
-        try:
-            values = run_case(params)
-            row = make_row("recovery", name, params, "ok", extra_provenance=framework_versions(params["framework"]),
-                           **values)
-            counts["ok"] += 1
-        except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the suite goes on
-            row = make_row("recovery", name, params, "failed", error=f"{type(exc).__name__}: {exc}")
-            counts["failed"] += 1
-        writer.write(row)
-        if on_case:
-            on_case(params, row)
-    counts["wall_s"] = time.perf_counter() - start
-    return counts

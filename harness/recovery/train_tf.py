@@ -100,6 +100,8 @@ def train(data: PlantedData, gate: str) -> TrainResult:
 
     eval_steps, history, first_grads, loss = [], [], {}, tf.zeros(())
     test = {key: tensor(v) for key, v in eval_inputs(data).items()}
+    _, q = evaluate(test)
+    initial_selection = select(np.asarray(q.numpy(), dtype=np.float64), gate, pr.k)  # before the first step
     start = time.perf_counter()
     for step in range(pr.steps):
         c1, c2 = adam_corrections(pr, step)
@@ -119,4 +121,5 @@ def train(data: PlantedData, gate: str) -> TrainResult:
         test_mse=float(test_loss) / pr.tasks, final_loss=float(loss), first_grads=first_grads,
         learned_f_test=learned, train_ms=train_ms,
         final_params={key: np.asarray(p.numpy(), dtype=np.float64) for key, p in params.items()},
+        initial_selection=initial_selection,
     )

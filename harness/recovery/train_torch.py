@@ -87,6 +87,9 @@ def train(data: PlantedData, gate: str) -> TrainResult:
 
     eval_steps, history, first_grads, loss = [], [], {}, torch.zeros(())
     test = {key: tensor(v) for key, v in eval_inputs(data).items()}
+    with torch.no_grad():
+        _, q = forward(test, training=False)
+    initial_selection = select(q.to(torch.float64).numpy(), gate, pr.k)  # before the first step
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tensors of a few hundred numbers: more threads only add synchronisation
     start = time.perf_counter()
@@ -119,4 +122,5 @@ def train(data: PlantedData, gate: str) -> TrainResult:
         test_mse=float(test_loss) / pr.tasks, final_loss=float(loss.detach()), first_grads=first_grads,
         learned_f_test=learned, train_ms=train_ms,
         final_params={key: p.detach().to(torch.float64).numpy() for key, p in params.items()},
+        initial_selection=initial_selection,
     )
