@@ -8,6 +8,8 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 .PHONY: install demo test lint clean
 
+DEMO := results/demo
+
 # Create .venv when missing and install the project with every extra, CPU builds pinned (constraints/ci.txt).
 $(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,12 @@ $(STAMP): pyproject.toml constraints/ci.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The main job: the smoke timing suite and a small recovery suite on this machine, then the report.
+demo: $(STAMP)
+	$(BIN)/gatebench run suites/smoke.toml --out $(DEMO) --fresh
+	$(BIN)/gatebench run suites/recovery_smoke.toml --out $(DEMO) --fresh
+	$(BIN)/gatebench report $(DEMO)/smoke.jsonl $(DEMO)/recovery_smoke.jsonl -o $(DEMO)/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

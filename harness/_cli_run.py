@@ -89,18 +89,38 @@ def _summary_table(rows: list[dict[str, Any]], kind: str):
     from rich.table import Table
 
     if kind != "timing":
-        table = Table(title="recovery cases")
-        table.add_column("case")
-        table.add_column("status")
-        table.add_column("error")
-        for row in rows:
-            table.add_row(row["case_id"], row["status"], str(row.get("error") or ""))
-        return table
+        return _recovery_table(rows)
     table = Table(title="timing: median and IQR in ms, peak memory in KiB (CPU tf: none)")
     for name in ("gate", "fw", "impl", "mode", "gating", "b,p,n,k", "status", "median", "iqr", "mem"):
         table.add_column(name, justify="right" if name in ("median", "iqr", "mem") else "left", no_wrap=True)
     for row in rows:
         table.add_row(*_timing_cells(row))
+    return table
+
+
+def _recovery_table(rows: list[dict[str, Any]]):
+    """Per problem, gate and framework: F1 and exact-support rate (mean +- s.e. over seeds), Wilcoxon vs Top-k."""
+    from rich.table import Table
+
+    from harness.recovery.report import summarise_rows
+
+    table = Table(title="recovery: mean ± s.e. over seeds; F1 vs topk: median paired difference (Wilcoxon p)")
+    for name in ("problem", "gate", "fw", "seeds", "F1", "exact", "nnz", "vs topk"):
+        table.add_column(name, justify="left" if name in ("problem", "gate", "fw") else "right", no_wrap=True)
+    for problem, part in summarise_rows(rows).items():
+        for cell in part["cells"]:
+            test = cell.get("wilcoxon_f1_vs_topk")
+            versus = "baseline" if cell["gate"] == "topk" else "-"
+            if test:
+                versus = f"{test['median_diff']:+.3f} ({test['p_value']:.2g})"
+            f1, exact, nnz = cell["f1"], cell["exact_support_rate"], cell["nnz"]
+            table.add_row(problem, cell["gate"], cell["framework"], str(cell["seeds"]),
+                          f"{f1['mean']:.2f}±{f1['se']:.2f}", f"{exact['mean']:.2f}±{exact['se']:.2f}",
+                          f"{nnz['mean']:.1f}", versus)
+    failed = [row for row in rows if row["status"] != "ok"]
+    for row in failed:
+        table.add_row("-", row.get("gate", "?"), row.get("framework", "?"), "-", row["status"], "", "",
+                      str(row.get("error") or "")[:60])
     return table
 
 
