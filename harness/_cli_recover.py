@@ -101,10 +101,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None, as_json: bool, console) -> None:
-    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
+    from harness._cli_run import _console
     from harness.recovery.run import METRICS, json_safe, run_seeds
 
     total = seeds * (2 if baseline else 1)
@@ -123,10 +123,11 @@ def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None
     for name in METRICS:
         cells = [result["mean"][name]] + ([result["baseline"]["mean"][name]] if baseline else [])
         table.add_row(name, *[f"{c['mean']:.4g} ± {c['se']:.2g} (n={c['count']})" for c in cells])
-    Console().print(table)
+    out = _console()
+    out.print(table)
     if baseline:
         w = result["baseline"]["wilcoxon_f1"]
-        Console().print(f"Wilcoxon signed-rank, F1 {gate} - {baseline}: median difference "
+        out.print(f"Wilcoxon signed-rank, F1 {gate} - {baseline}: median difference "
                         f"{w['median_diff']:+.3f}, p = {w['p_value']:.3g} ({w['pairs']} seeds)")
 
 

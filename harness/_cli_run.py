@@ -38,14 +38,13 @@ def run(
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiet, and no oneDNN
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # custom ops (their round-off differs run to run)
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.executors import InProcessExecutor, SubprocessExecutor
     from harness.runner import run_suite
     from harness.suite import load_suite
 
-    console = Console()
+    console = _console()
     try:
         loaded = load_suite(suite)
     except ValueError as exc:
@@ -124,6 +123,15 @@ def _recovery_table(rows: list[dict[str, Any]]):
     return table
 
 
+def _console():
+    """A rich console; when the output is not a terminal (logs, CI), wide enough for the summary tables."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -141,14 +149,13 @@ def list_command() -> None:
     """List the suites, gates, frameworks and devices available here."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from rich.console import Console
     from rich.table import Table
 
     import gates
     from harness.adapters import Unavailable, framework_installed, get_adapter
     from harness.suite import expand, find_suites, load_suite
 
-    console = Console()
+    console = _console()
     suites = Table(title="suites")
     for name in ("name", "kind", "cases", "file", "description"):
         suites.add_column(name)

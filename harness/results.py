@@ -112,7 +112,7 @@ def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     imports a framework that the case did not use.
     """
     out = dict(_static_provenance())
-    out["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out["time"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if extra:
         out.update(extra)
     return out

@@ -163,7 +163,7 @@ def build_report(
         if len(frame)
         else pd.DataFrame()
     )
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     sources = list(sources)
 
     # ---- index.html
