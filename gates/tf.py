@@ -5,6 +5,7 @@ Shapes: ``b`` batch, ``p`` routing-input width, ``n`` experts, ``k`` selectors, 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -121,8 +122,9 @@ def dselect_k_weights(
 
     ``impl``: ``"factorized"`` (never builds the ``(..., k, n)`` selectors: one batched product of their high-bit
     and low-bit halves, see ``_weights_factorized``), ``"bitwise"`` (builds ``(..., k, n)`` bit by bit),
-    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is
-    ``"factorized"``. All are plain autodiff.
+    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only). ``"auto"`` is
+    ``"factorized"`` compiled by XLA as one function (``tf.function(jit_compile=True)``, forward and backward):
+    in eager TensorFlow each small op otherwise pays its own dispatch. All are plain autodiff.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
     spec.check_impl("dselect_k", impl)
@@ -130,12 +132,26 @@ def dselect_k_weights(
     if dtype in (tf.bfloat16, tf.float16):  # half-precision inputs: compute and accumulate in float32
         q = dselect_k_weights(tf.cast(z_logits, tf.float32), tf.cast(w_logits, tf.float32), num_experts, gamma, impl)
         return tf.cast(q, dtype)
+    if impl == "auto":
+        return _compiled_factorized(num_experts, gamma)(z_logits, w_logits)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
     alpha = tf.nn.softmax(w_logits, axis=-1)  # (..., k)
-    if impl in ("auto", "factorized"):
+    if impl == "factorized":
         return _weights_factorized(s, alpha, num_experts)  # (..., n)
     r = _selectors_bitwise(s, num_experts) if impl == "bitwise" else _selectors_reference(s, num_experts)
     return tf.einsum("...k,...kn->...n", alpha, r)  # (..., n)
+
+
+@functools.cache
+def _compiled_factorized(num_experts: int, gamma: float):
+    """The factorized weights as one XLA-compiled function of ``(z_logits, w_logits)``, one per ``(n, gamma)``."""
+
+    @tf.function(jit_compile=True)
+    def weights(z_logits: tf.Tensor, w_logits: tf.Tensor) -> tf.Tensor:
+        s = smooth_step(z_logits, gamma)
+        return _weights_factorized(s, tf.nn.softmax(w_logits, axis=-1), num_experts)
+
+    return weights
 
 
 def dselect_k_entropy(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:

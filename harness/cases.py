@@ -303,12 +303,41 @@ def evaluate_accuracy(case: Case, params: Mapping[str, np.ndarray], x: np.ndarra
     return out
 
 
+# Hard-concrete rows with a stretched gate this close to a clip limit (0 or 1) sit on a kink of the loss.
+_CLIP_MARGIN = 1e-4
+
+
+def near_clip_rows(case: Case, params: Mapping[str, np.ndarray], x: np.ndarray | None,
+                   noise: np.ndarray | None) -> np.ndarray:
+    """Rows of a hard-concrete training case with a stretched gate within ``_CLIP_MARGIN`` of 0 or 1.
+
+    The clip is not differentiable there: a finite difference straddles the kink, and float32 and float64 may land
+    on different sides. The gradient checks leave those rows out (bool ``(batch,)``, or ``(1,)`` static).
+    """
+    rows = len(x) if case.per_example else 1
+    if case.gate != "hard_concrete" or noise is None:
+        return np.zeros(rows, dtype=bool)
+    h = case.config().hparams
+    log_alpha = x @ params["kernel"] + params["bias"] if case.per_example else params["log_alpha"][None, :]
+    u = np.reshape(noise, log_alpha.shape)
+    s = 1.0 / (1.0 + np.exp(-(np.log(u) - np.log1p(-u) + log_alpha) / h["beta"]))
+    lo, hi = h["limits"]
+    stretched = s * (hi - lo) + lo
+    near = (np.abs(stretched) < _CLIP_MARGIN) | (np.abs(stretched - 1.0) < _CLIP_MARGIN)
+    return near.any(axis=-1)
+
+
 def check_c(case: Case, inputs: CaseInputs) -> np.ndarray:
-    """The loss weights ``c`` of the gradient check: ``inputs.c`` with ambiguous Top-k rows (training) zeroed."""
-    if case.gate != "topk":
+    """The loss weights ``c`` of the gradient check: ``inputs.c`` with the rows on a kink of the loss zeroed
+    (ambiguous Top-k rows, hard-concrete rows at a clip limit; for a static gate, all of ``c``)."""
+    if case.gate not in ("topk", "hard_concrete"):
         return inputs.c.copy()
     params = {k: cast_like(v, case.dtype) for k, v in inputs.params.items()}
-    amb = ambiguous_topk_rows(case, params, cast_like(inputs.x, case.dtype), inputs.noise, training=True)
+    x = cast_like(inputs.x, case.dtype)
+    if case.gate == "topk":
+        amb = ambiguous_topk_rows(case, params, x, inputs.noise, training=True)
+    else:
+        amb = near_clip_rows(case, params, x, inputs.noise)
     c = inputs.c.copy()
     if case.per_example:
         c[amb] = 0.0
