@@ -79,15 +79,19 @@ def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
 
 
 def _weights_factorized(s: tf.Tensor, alpha: tf.Tensor, num_experts: int) -> tf.Tensor:
-    """``q = sum_i alpha_i r_i`` without building ``r``: codes split into high and low bits, ``e = h 2^lo + l``,
-    so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched
-    ``(2^hi, k) @ (k, 2^lo)`` product. Memory O(k sqrt(n)) per example besides ``q`` itself."""
-    hi = s.shape[-1] // 2
-    rl = _selectors_bitwise(s[..., hi:], 1 << (s.shape[-1] - hi))  # (..., k, 2^lo)
-    if hi == 0:
-        return tf.einsum("...k,...kl->...l", alpha, rl)[..., :num_experts]
-    rh = _selectors_bitwise(s[..., :hi], 1 << hi)  # (..., k, 2^hi)
-    q = tf.einsum("...kh,...kl->...hl", rh * alpha[..., None], rl)  # (..., 2^hi, 2^lo)
+    """``q = sum_i alpha_i r_i`` without building ``r``. Codes split into ``hi = floor(m/2)`` high and
+    ``lo = m - hi`` low bits, ``e = h 2^lo + l``, so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped
+    ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched ``(2^hi, k) @ (k, 2^lo)`` product, memory
+    O(k sqrt(n)) per example besides ``q``. Both halves are built in one pass: the high half gets ``lo - hi``
+    leading bits fixed at 0 (factor ``[1, 0]``), so its extra rows are zero and come after the real ones."""
+    m = s.shape[-1]
+    lo = m - m // 2
+    high = s[..., : m - lo]
+    if 2 * lo > m:  # dummy leading bits
+        high = tf.concat([tf.zeros_like(s[..., : 2 * lo - m]), high], axis=-1)  # (..., k, lo)
+    halves = _selectors_bitwise(tf.stack([high, s[..., m - lo :]], axis=-3), 1 << lo)  # (..., 2, k, 2^lo)
+    rh, rl = tf.unstack(halves, axis=-3)  # (..., k, 2^lo) each
+    q = tf.einsum("...kh,...kl->...hl", rh * alpha[..., None], rl)  # (..., 2^lo, 2^lo)
     q = tf.reshape(q, tf.concat([tf.shape(q)[:-2], [-1]], axis=0))
     return q[..., :num_experts]
 

@@ -76,15 +76,17 @@ def _selectors_bitwise(s: torch.Tensor, num_experts: int) -> torch.Tensor:
 
 
 def _weights_factorized(s: torch.Tensor, alpha: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """``q = sum_i alpha_i r_i`` without building ``r``: codes split into high and low bits, ``e = h 2^lo + l``,
-    so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched
-    ``(2^hi, k) @ (k, 2^lo)`` product. Memory O(k sqrt(n)) per example besides ``q`` itself."""
-    hi = s.shape[-1] // 2
-    rl = _selectors_bitwise(s[..., hi:], 1 << (s.shape[-1] - hi))  # (..., k, 2^lo)
-    if hi == 0:
-        return torch.einsum("...k,...kl->...l", alpha, rl)[..., :num_experts]
-    rh = _selectors_bitwise(s[..., :hi], 1 << hi)  # (..., k, 2^hi)
-    q = torch.einsum("...kh,...kl->...hl", rh * alpha.unsqueeze(-1), rl)  # (..., 2^hi, 2^lo)
+    """``q = sum_i alpha_i r_i`` without building ``r``. Codes split into ``hi = floor(m/2)`` high and
+    ``lo = m - hi`` low bits, ``e = h 2^lo + l``, so ``r_i[e] = rh_i[h] rl_i[l]`` and ``q`` reshaped
+    ``(2^hi, 2^lo)`` is ``sum_i alpha_i rh_i rl_i^T``: one batched ``(2^hi, k) @ (k, 2^lo)`` product, memory
+    O(k sqrt(n)) per example besides ``q``. Both halves are built in one pass: the high half gets ``lo - hi``
+    leading bits fixed at 0 (factor ``[1, 0]``), so its extra rows are zero and come after the real ones."""
+    m = s.shape[-1]
+    lo = m - m // 2
+    high = torch.nn.functional.pad(s[..., : m - lo], (2 * lo - m, 0))  # (..., k, lo): dummy bits first
+    halves = _selectors_bitwise(torch.stack([high, s[..., m - lo :]], dim=-3), 1 << lo)  # (..., 2, k, 2^lo)
+    rh, rl = halves.unbind(dim=-3)  # (..., k, 2^lo) each
+    q = torch.einsum("...kh,...kl->...hl", rh * alpha.unsqueeze(-1), rl)  # (..., 2^lo, 2^lo)
     return q.flatten(-2)[..., :num_experts]
 
 

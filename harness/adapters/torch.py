@@ -11,6 +11,7 @@ gate allocates), not the Python heap or memory that libraries allocate outside P
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +82,7 @@ def peak_memory_bytes(fn: Callable[[], Any], device: str = "cpu") -> int:
         return int(torch.cuda.max_memory_allocated() - base)
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # read when the profiler starts: no start/stop lines on stderr
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [
