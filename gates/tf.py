@@ -66,8 +66,10 @@ def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
 def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
     """``s (..., k, m) -> r (..., k, n)`` built bit by bit (codes most significant bit first): O(n) per selector.
 
-    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, a broadcast product whose inner
-    axis is the long one (contiguous and vectorised; the reverse order multiplies along an axis of length 2).
+    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, an outer product ``(2, 1) @ (1, L)``
+    per selector whose long axis is the inner one. Written as a broadcast multiplication: in TensorFlow that is
+    faster than the batched matmul that ``gates/torch.py`` uses (measured on the CPU, bitwise fwd+bwd at
+    b=2048 n=256 k=8: 87 ms against 132 ms; the default path is compiled by XLA either way).
     """
     f = tf.stack([1 - s, s], axis=-1)  # (..., k, m, 2): the two factors of every bit
     m = s.shape[-1]

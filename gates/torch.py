@@ -64,14 +64,15 @@ def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
 def _selectors_bitwise(s: torch.Tensor, num_experts: int) -> torch.Tensor:
     """``s (..., k, m) -> r (..., k, n)`` built bit by bit (codes most significant bit first): O(n) per selector.
 
-    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, a broadcast product whose inner
-    axis is the long one (contiguous and vectorised; the reverse order multiplies along an axis of length 2).
+    Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, an outer product ``(2, 1) @ (1, L)``
+    per selector whose long axis is the inner one. As a batched matmul it runs forward and backward several times
+    faster on the CPU than the same broadcast multiplication (whose backward reduces over broadcast axes).
     """
     f = torch.stack([1 - s, s], dim=-1)  # (..., k, m, 2): the two factors of every bit
     m = s.shape[-1]
     r = f[..., m - 1, :]  # (..., k, 2)
     for j in range(m - 2, -1, -1):
-        r = (f[..., j, :, None] * r.unsqueeze(-2)).flatten(-2)  # (..., k, 2, L) -> (..., k, 2L): index bit L + i
+        r = torch.matmul(f[..., j, :, None], r.unsqueeze(-2)).flatten(-2)  # (..., k, 2, L) -> (..., k, 2L): bit L + i
     return r[..., :num_experts]
 
 
