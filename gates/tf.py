@@ -67,9 +67,9 @@ def _selectors_bitwise(s: tf.Tensor, num_experts: int) -> tf.Tensor:
     """``s (..., k, m) -> r (..., k, n)`` built bit by bit (codes most significant bit first): O(n) per selector.
 
     Bits are added from the least significant: ``r <- [(1 - s_j) r, s_j r]``, an outer product ``(2, 1) @ (1, L)``
-    per selector whose long axis is the inner one. Written as a broadcast multiplication: in TensorFlow that is
-    faster than the batched matmul that ``gates/torch.py`` uses (measured on the CPU, bitwise fwd+bwd at
-    b=2048 n=256 k=8: 87 ms against 132 ms; the default path is compiled by XLA either way).
+    per selector whose long axis is the inner one. Written as a broadcast multiplication, which in eager
+    TensorFlow on the CPU ran faster than the batched matmul that ``gates/torch.py`` uses (the default path is
+    compiled by XLA either way; ``suites/dselect_cpu.toml`` times the bitwise build).
     """
     f = tf.stack([1 - s, s], axis=-1)  # (..., k, m, 2): the two factors of every bit
     m = s.shape[-1]
