@@ -5,7 +5,7 @@ A case is one cell of a suite's grid: ``gate x framework x device x impl x mode 
 
 * ``gating``: ``"per_example"`` times ``gate(x)`` with ``x (batch, input_dim)``, projection included;
   ``"static"`` times ``gate()`` (weights ``(experts,)``), so ``batch`` and ``input_dim`` are None.
-* ``impl``: ``"eager"`` (default gate; the fused DSelect-k path), ``"compiled"`` (``torch.compile`` /
+* ``impl``: ``"eager"`` (default gate; DSelect-k's factorized path), ``"compiled"`` (``torch.compile`` /
   ``tf.function(jit_compile=True)``), and for ``dselect_k`` only ``"bitwise"`` and ``"reference"`` (eager, the
   gate built with ``make_gate(..., impl=...)``).
 * ``mode``: ``"fwd"`` (inference: eval mode, no gradient), ``"bwd"`` (the backward of a recorded forward, alone),

@@ -31,7 +31,7 @@ def parse_baseline(baseline: str) -> tuple[str, str | None]:
     """``"gate"`` or ``"gate/impl"`` -> ``(gate, impl or None)``."""
     if not baseline or not isinstance(baseline, str):
         raise ValueError(
-            f"baseline: expected a gate name such as 'topk' or 'dselect_k/fused'; got {baseline!r}"
+            f"baseline: expected a gate name such as 'topk' or 'dselect_k/bitwise'; got {baseline!r}"
         )
     gate, _, impl = baseline.partition("/")
     return gate, (impl or None)
