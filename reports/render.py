@@ -197,7 +197,8 @@ def build_report(
     )
     parts.append("<h2>Peak memory (MiB)</h2>" + _table_html(memory_shown))
     parts.append(
-        f"<h2>Recovery (mean ± s.e. over seeds; paired t-test against {html.escape(baseline)})</h2>"
+        "<h2>Recovery (mean ± s.e. over seeds; median paired difference and Wilcoxon signed-rank p against "
+        f"{html.escape(baseline)})</h2>"
         + _table_html(recovery_shown)
     )
     parts.append("<h2>Figures</h2>")
@@ -220,7 +221,11 @@ def build_report(
     if not memory.empty:
         md += ["## Peak memory (MiB)", "", _md_table(memory_shown)]
     if not recovery_shown.empty:
-        md += [f"## Recovery (mean ± s.e.; paired t-test vs {baseline})", "", _md_table(recovery_shown)]
+        md += [
+            f"## Recovery (mean ± s.e.; median paired difference, Wilcoxon signed-rank p vs {baseline})",
+            "",
+            _md_table(recovery_shown),
+        ]
     md += ["## Figures", ""] + [f"- {f.title}: {f.caption}" for f in figures] + [""]
     md += ["## Provenance", ""] + [f"- {json.dumps(r, default=str)}" for r in records] + [""]
     summary = out / "summary.md"

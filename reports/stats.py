@@ -1,7 +1,9 @@
-"""Statistics of the reports: ratio of medians with a bootstrap interval, significance marks, paired tests.
+"""Statistics of the timing reports: ratio of medians with a bootstrap interval, Mann-Whitney U, marks.
 
 All functions take NumPy arrays of raw samples (milliseconds for timings) and are deterministic for a given
-``seed``.
+``seed``. The statistics over recovery seeds (mean +- s.e., the paired Wilcoxon signed-rank test against a
+baseline) have one implementation, ``harness.recovery.metrics`` (``mean_se``, ``paired_wilcoxon``), shared by
+``gatebench recover``/``gatebench run`` and the report's recovery table.
 """
 
 from __future__ import annotations
@@ -113,53 +115,3 @@ def mark(ratio: float, p_value: float, *, alpha: float = DEFAULT_ALPHA, factor: 
     if p_value < alpha and ratio < 1.0 / factor:
         return FASTER
     return SAME
-
-
-@dataclass(frozen=True)
-class PairedStats:
-    """Mean difference ``a - b`` over paired observations (e.g. seeds) with a paired t-test p-value."""
-
-    mean_diff: float
-    se_diff: float
-    p_value: float
-    n_pairs: int
-
-
-def paired_test(a: np.ndarray, b: np.ndarray) -> PairedStats:
-    """Paired two-sided t-test of ``a`` against ``b`` (arrays of the same shape ``(n_pairs,)``).
-
-    The t-test is used rather than Wilcoxon because recovery runs have few seeds (Wilcoxon's smallest
-    two-sided p-value with 5 pairs is 0.0625). Pairs with a non-finite value are left out. Identical pairs
-    give p = 1; fewer than two pairs give NaN.
-    """
-    from scipy.stats import ttest_rel
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"a, b: expected paired arrays of one shape; got {a.shape} and {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b)  # a pair with a missing value (e.g. never recovered) is left out
-    a, b = a[keep], b[keep]
-    n = int(a.size)
-    if n == 0:
-        return PairedStats(float("nan"), float("nan"), float("nan"), 0)
-    diff = a - b
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    if n < 2:
-        p = float("nan")
-    elif np.all(diff == diff[0]):
-        p = 1.0 if diff[0] == 0 else 0.0  # constant non-zero difference: t is infinite
-    else:
-        p = float(ttest_rel(a, b).pvalue)
-    return PairedStats(mean_diff=mean, se_diff=se, p_value=p, n_pairs=n)
-
-
-def mean_se(values: np.ndarray) -> tuple[float, float, int]:
-    """Mean, standard error (``std(ddof=1) / sqrt(n)``, NaN for one value) and count of the finite values."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = int(values.size)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return float(values.mean()), se, n

@@ -7,7 +7,9 @@ the ratio of medians over the raw samples; the mark is ``faster`` / ``slower`` w
 test on the raw samples gives ``p < alpha``, ``not significant`` otherwise (``n/a`` without samples).
 
 Recovery table: per gate x framework (x the other identifying columns), each metric's mean +- standard error
-over seeds, and a paired t-test over the seeds shared with the baseline gate.
+over seeds, and a two-sided Wilcoxon signed-rank test of the paired differences over the seeds shared with the
+baseline gate: the same functions (``harness.recovery.metrics.mean_se`` and ``paired_wilcoxon``) as the
+``gatebench recover`` / ``gatebench run`` summaries, so the report and the CLI show the same p-values.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.recovery.metrics import mean_se, paired_wilcoxon  # NumPy / SciPy only: loads no framework
+
 from .load import NON_KEY_COLUMNS, RECOVERY_METRICS, samples_of
-from .stats import DEFAULT_ALPHA, SAME, UNKNOWN, mark, mean_se, paired_test, ratio_stats
+from .stats import DEFAULT_ALPHA, SAME, UNKNOWN, mark, ratio_stats
 
 # A timing shape: what must be equal for two cases to be compared.
 SHAPE_KEYS: tuple[str, ...] = ("device", "gating", "batch", "input_dim", "experts", "k", "dtype")
@@ -254,14 +258,20 @@ def _recovery_baseline(
 def recovery_table(
     frame: pd.DataFrame, *, baseline: str = DEFAULT_BASELINE, alpha: float = DEFAULT_ALPHA
 ) -> pd.DataFrame:
-    """Mean +- s.e. of each recovery metric per configuration, with the paired test against the baseline gate.
+    """Mean +- s.e. of each recovery metric per configuration, with a paired Wilcoxon test against the baseline.
 
     The baseline rows share the framework and every other case parameter (see ``_recovery_baseline`` for the
     fallback; ``baseline differs`` names the baseline's settings that are not the row's). For each metric ``m``
-    the columns are ``m_mean``, ``m_se``, ``m_diff`` (mean over shared seeds of
-    ``m(case) - m(baseline)``), ``m_p`` (paired t-test) and ``m_mark`` (``better`` / ``worse`` when ``p <
-    alpha``; for ``f1``, ``precision``, ``recall`` larger is better, for the rest the mark says ``higher`` /
-    ``lower``).
+    the columns are ``m_mean``, ``m_se`` (``mean_se`` over the finite values), ``m_diff`` (median over the
+    seeds both have of ``d = m(case) - m(baseline)``, pairs with a missing value left out), ``m_p`` (two-sided
+    Wilcoxon signed-rank p-value of ``d``, ``paired_wilcoxon``; 1.0 when every ``d`` is 0) and ``m_mark``
+    (``better`` / ``worse`` when ``p < alpha``, ``not significant`` otherwise; for ``f1``, ``precision``,
+    ``recall``, ``exact_support_rate`` larger is better, for ``support_changes``, ``steps_to_support``,
+    ``test_mse``, ``final_loss`` smaller is, for the rest the mark says ``higher`` / ``lower``).
+
+    With few seeds the test cannot reach a small p: with ``n`` pairs the smallest two-sided p-value is
+    ``2 / 2**n`` (0.0625 for 5 pairs, 0.125 for 4), so with 5 seeds or fewer no row is marked at ``alpha =
+    0.05``, however large and consistent the difference; ``m_diff`` still shows it.
     """
     base_gate, _ = parse_baseline(baseline)
     rec = frame[(frame["kind"] == "recovery") & (frame["status"] == "ok")]
@@ -287,9 +297,9 @@ def recovery_table(
             a = group.groupby("seed")[m].mean()
             b = base.groupby("seed")[m].mean()
             shared = a.index.intersection(b.index)
-            st = paired_test(a.loc[shared].to_numpy(dtype=float), b.loc[shared].to_numpy(dtype=float))
-            row[f"{m}_diff"], row[f"{m}_p"] = st.mean_diff, st.p_value
-            row[f"{m}_mark"] = _recovery_mark(m, st.mean_diff, st.p_value, alpha)
+            test = paired_wilcoxon(a.loc[shared].to_numpy(dtype=float), b.loc[shared].to_numpy(dtype=float))
+            row[f"{m}_diff"], row[f"{m}_p"] = test["median_diff"], test["p_value"]
+            row[f"{m}_mark"] = _recovery_mark(m, test["median_diff"], test["p_value"], alpha)
         out_rows.append(row)
     return pd.DataFrame(out_rows)
 
@@ -299,6 +309,8 @@ _LOWER_IS_BETTER = frozenset({"test_mse", "final_loss", "steps_to_support", "sup
 
 
 def _recovery_mark(metric: str, diff: float, p: float, alpha: float) -> str:
+    """Mark of a paired comparison: significant when ``p < alpha`` (``p`` of the Wilcoxon test), its direction
+    the sign of ``diff`` (the median paired difference); ``not significant`` otherwise, ``n/a`` without ``p``."""
     if not np.isfinite(p):
         return UNKNOWN
     if p >= alpha or diff == 0:
@@ -347,7 +359,7 @@ def _fmt_ratio(r: float, lo: float, hi: float) -> str:
 
 
 def format_recovery(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """``mean +- se`` strings and ``diff (p, mark)`` per metric."""
+    """``mean +- se`` strings and ``median paired diff (Wilcoxon p, mark)`` per metric."""
     if table.empty:
         return table
     key_cols = [c for c in table.columns if not any(c.startswith(f"{m}_") for m in metrics)]

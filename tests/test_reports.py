@@ -14,7 +14,14 @@ import pytest
 from reports import stats
 from reports.load import SCHEMA, load_results
 from reports.tables import recovery_table, timing_table
-from tests.fixtures.synthetic import DSELECT_F1_GAIN, N_SAMPLES, base_draws, write_fixture
+from tests.fixtures.synthetic import (
+    DSELECT_F1_GAIN,
+    N_SAMPLES,
+    TOPK_F1,
+    base_draws,
+    recovery_rows,
+    write_fixture,
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,18 +160,6 @@ def test_marks():
         stats.bootstrap_ratio_ci(a, a, level=1.5)
 
 
-def test_paired_test():
-    base = np.array([0.5, 0.6, 0.55, 0.5, 0.62])
-    got = stats.paired_test(base + DSELECT_F1_GAIN, base)
-    assert got.mean_diff == pytest.approx(0.30) and got.p_value < 1e-3 and got.n_pairs == 5
-    assert stats.paired_test(base, base).p_value == 1.0
-    with_nan = stats.paired_test(np.array([1.0, np.nan, 3.0, 4.5]), np.array([0.5, 2.0, np.nan, 4.0]))
-    assert with_nan.n_pairs == 2 and with_nan.mean_diff == 0.5 and with_nan.p_value == 0.0
-    with pytest.raises(ValueError, match="paired"):
-        stats.paired_test(base, base[:3])
-
-
-# ---- timing table
 def test_timing_ratio_ci_and_marks(timing):
     a, b = base_draws()
     slow = _case(timing, gate="dselect_k", framework="torch", **SMALL)
@@ -208,38 +203,87 @@ def test_timing_other_baseline_and_missing_baseline(loaded):
         timing_table(loaded.frame, baseline="")
 
 
-def test_recovery_table_mean_se_and_paired_test(loaded):
+def _paired(frame: pd.DataFrame, metric: str, gate: str, baseline: str = "topk") -> tuple[np.ndarray, np.ndarray]:
+    """``metric`` of ``gate`` and of ``baseline`` per seed (the fixture's recovery rows, one framework), paired."""
+    rec = frame[frame["kind"] == "recovery"]
+    a = rec[rec["gate"] == gate].set_index("seed")[metric].sort_index()
+    b = rec[rec["gate"] == baseline].set_index("seed")[metric]
+    return a.to_numpy(dtype=float), b.loc[a.index].to_numpy(dtype=float)
+
+
+def test_recovery_table_mean_se_and_wilcoxon(loaded):
+    from scipy.stats import wilcoxon
+
     table = recovery_table(loaded.frame)
     ds = _case(table, gate="dselect_k")
-    base_f1 = np.array([0.50, 0.60, 0.55, 0.50, 0.62])
-    assert ds["f1_mean"] == pytest.approx(np.mean(base_f1 + DSELECT_F1_GAIN))
-    assert ds["f1_se"] == pytest.approx(np.std(base_f1 + DSELECT_F1_GAIN, ddof=1) / np.sqrt(5))
-    assert ds["f1_diff"] == pytest.approx(0.30) and ds["f1_p"] < 1e-3 and ds["f1_mark"] == "better"
+    ds_f1, topk_f1 = _paired(loaded.frame, "f1", "dselect_k")
+    np.testing.assert_allclose(topk_f1, TOPK_F1)
+    np.testing.assert_allclose(ds_f1 - topk_f1, DSELECT_F1_GAIN)
     assert ds["seeds"] == 5
+    assert ds["f1_mean"] == pytest.approx(np.mean(ds_f1))
+    assert ds["f1_se"] == pytest.approx(np.std(ds_f1, ddof=1) / np.sqrt(5))
+    assert ds["f1_diff"] == pytest.approx(np.median(DSELECT_F1_GAIN))  # median paired difference, 0.30
+    # The two-sided Wilcoxon signed-rank test of the paired differences, as scipy computes it: all 5 positive, the
+    # smallest p-value 5 pairs allow (2 / 2**5 = 0.0625), which is not below 0.05.
+    assert ds["f1_p"] == wilcoxon(ds_f1 - topk_f1).pvalue == 2 / 2**5
+    assert ds["f1_mark"] == "not significant"
+    # support_changes: dselect_k settles (0) where topk keeps changing (3) on every seed: the same smallest p.
+    ds_sc, topk_sc = _paired(loaded.frame, "support_changes", "dselect_k")
+    assert ds["support_changes_diff"] == np.median(ds_sc - topk_sc) == -3.0
+    assert ds["support_changes_p"] == wilcoxon(ds_sc - topk_sc).pvalue
+    assert ds["support_changes_mark"] == "not significant"
+    # The mark is "p < alpha" with the direction of the difference: above that smallest p the rows are marked.
+    loose = _case(recovery_table(loaded.frame, alpha=0.1), gate="dselect_k")
+    assert loose["f1_p"] == ds["f1_p"] and loose["f1_mark"] == "better"
+    assert loose["support_changes_mark"] == "better"  # lower is better
     sm = _case(table, gate="softmax")
     assert sm["f1_diff"] == 0.0 and sm["f1_p"] == 1.0 and sm["f1_mark"] == "not significant"
     assert sm["baseline differs"] == "selection=nonzero" and ds["baseline differs"] == ""
     assert _case(table, gate="topk")["f1_mark"] == "baseline"
-    # support_changes: lower is better; dselect_k settles (0) where topk keeps changing (3).
-    assert ds["support_changes_mark"] == "better"
+    assert np.isnan(_case(table, gate="topk")["f1_p"])
+
+
+def test_recovery_table_matches_the_cli_summary(loaded):
+    """On the same rows the report and the ``gatebench recover`` / ``run`` summary (``harness.recovery.report``)
+    give the same mean, s.e., median difference and Wilcoxon p-value."""
+    from harness.recovery.report import summarise_rows
+
+    cli = {c["gate"]: c for c in summarise_rows(recovery_rows(), baseline="topk")["static_known"]["cells"]}
+    table = recovery_table(loaded.frame)
+    for gate in ("dselect_k", "softmax"):
+        row, cell = _case(table, gate=gate), cli[gate]
+        assert row["f1_p"] == cell["wilcoxon_f1_vs_topk"]["p_value"]
+        assert row["f1_diff"] == cell["wilcoxon_f1_vs_topk"]["median_diff"]
+        assert (row["f1_mean"], row["f1_se"]) == (cell["f1"]["mean"], cell["f1"]["se"])
 
 
 def test_recovery_groups_by_every_case_parameter(tmp_path):
-    """A sweep over a float knob (lr) gives one table row per value, each compared with Top-k at that value."""
+    """A sweep over a float knob (lr) gives one table row per value, each compared with Top-k at that value;
+    8 seeds, so that a consistent difference can reach Wilcoxon's p = 2 / 2**8 < 0.05 and be marked."""
+    from scipy.stats import wilcoxon
+
     from harness.results import ResultsWriter, make_row
 
     path = tmp_path / "sweep.jsonl"
     writer = ResultsWriter(path)
-    for lr, gain in ((0.01, 0.0), (0.05, 0.2)):
-        for seed in range(4):
-            for gate, f1 in (("topk", 0.5 + 0.01 * seed), ("dselect_k", 0.5 + 0.01 * seed + gain)):
+    seeds = range(8)
+    gains = {0.01: np.zeros(8), 0.05: np.full(8, 0.2), 0.1: -0.1 - 0.01 * np.arange(8)}
+    for lr, gain in gains.items():
+        for seed in seeds:
+            for gate, f1 in (("topk", 0.5 + 0.01 * seed), ("dselect_k", 0.5 + 0.01 * seed + gain[seed])):
                 params = {"gate": gate, "framework": "torch", "seed": seed, "problem": "p", "lr": lr}
                 writer.write(make_row("recovery", "sweep", params, "ok", f1=f1, test_mse=0.1))
     table = recovery_table(load_results(path).frame)
-    assert len(table) == 4 and set(table["lr"]) == {0.01, 0.05}
+    assert len(table) == 6 and set(table["lr"]) == {0.01, 0.05, 0.1}
     ds = table[table["gate"] == "dselect_k"].set_index("lr")
-    assert ds.loc[0.01, "f1_diff"] == pytest.approx(0.0) and ds.loc[0.01, "f1_mark"] == "not significant"
-    assert ds.loc[0.05, "f1_diff"] == pytest.approx(0.2) and ds.loc[0.05, "f1_mark"] == "better"
+    assert ds.loc[0.01, "f1_diff"] == pytest.approx(0.0) and ds.loc[0.01, "f1_p"] == 1.0
+    assert ds.loc[0.01, "f1_mark"] == "not significant"
+    for lr in (0.05, 0.1):
+        diffs = np.array([0.5 + 0.01 * s + gains[lr][s] - (0.5 + 0.01 * s) for s in seeds])
+        assert ds.loc[lr, "f1_diff"] == pytest.approx(np.median(gains[lr]))
+        assert ds.loc[lr, "f1_p"] == wilcoxon(diffs).pvalue == 2 / 2**8
+    assert ds.loc[0.05, "f1_mark"] == "better" and ds.loc[0.1, "f1_mark"] == "worse"
+    assert (ds["test_mse_p"] == 1.0).all() and (ds["test_mse_mark"] == "not significant").all()
     assert (table["baseline differs"] == "").all()
 
 
@@ -261,7 +305,8 @@ def test_report_files_and_content(report_dir):
     assert "2.000 [" in line and "| slower |" in line
     assert "| hard_concrete | torch | eager |" in md and "0.500 [" in md and "| faster |" in md
     assert "not significant" in md and "timing row without gate" in md
-    assert "+0.300 (p=" in md and "better" in md  # recovery vs baseline
+    assert "+0.300 (p=0.062, not significant)" in md  # recovery vs baseline: Wilcoxon, 5 seeds
+    assert "Wilcoxon signed-rank p vs topk" in md and "t-test" not in md + html
     assert html.count("<img ") == 6 and html.count("data:image/png;base64,") == 6
     assert "mark-slower" in html and "Provenance" in html and "src='http" not in html
     csv = pd.read_csv(report_dir / "results.csv")

@@ -132,7 +132,7 @@ def to_planted_order(selected: np.ndarray, perm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------
 # Statistics over seeds.
 # --------------------------------------------------------------------------------------------------------------
-def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
+def mean_se(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
     """Mean and standard error (sample standard deviation / sqrt(count)) over the finite values, and their count.
     ``(nan, nan, 0)`` without finite values; the standard error of a single value is ``nan``."""
     arr = np.asarray(values, dtype=float)
@@ -143,11 +143,16 @@ def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
     return float(arr.mean()), se, int(arr.size)
 
 
-def paired_wilcoxon(values: Sequence[float], baseline: Sequence[float]) -> dict[str, float]:
+def paired_wilcoxon(
+    values: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray
+) -> dict[str, float]:
     """Two-sided Wilcoxon signed-rank test of ``values - baseline`` over paired seeds (same seed, same data).
 
     Returns the median difference, the statistic and the p-value; when every difference is zero the test has
-    nothing to rank, and the p-value is reported as 1.0 (no evidence of a difference).
+    nothing to rank, and the p-value is reported as 1.0 (no evidence of a difference). Pairs with a non-finite
+    value are left out (``pairs`` counts those kept). With few pairs the p-value cannot be small: with ``n``
+    pairs and no ties the smallest two-sided p is ``2 / 2**n`` (0.0625 for 5 pairs), so 6 or more seeds are
+    needed for ``p < 0.05``. This is the one paired test of the project (CLI summaries and the report).
     """
     from scipy import stats
 
