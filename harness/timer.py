@@ -84,7 +84,8 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _host_once(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
+def time_once(fn: Callable[[], Any], sync: Callable[[], None] | None = None) -> float:
+    """Host time of one synchronised call in milliseconds (a first call: compile time, or one estimate)."""
     if sync is not None:
         sync()
     t0 = time.perf_counter_ns()
@@ -96,7 +97,7 @@ def _host_once(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
 
 def estimate_ms(fn: Callable[[], Any], sync: Callable[[], None] | None = None, reps: int = 5) -> float:
     """Median host time of ``reps`` calls (milliseconds), synchronised: a first estimate to size the budget."""
-    return float(np.median([_host_once(fn, sync) for _ in range(max(1, reps))]))
+    return float(np.median([time_once(fn, sync) for _ in range(max(1, reps))]))
 
 
 def time_fn(
@@ -139,7 +140,7 @@ def time_fn(
     est = []
     for _ in range(5):
         prepared()
-        est.append(_host_once(fn, sync))
+        est.append(time_once(fn, sync))
     estimate = max(float(np.median(est)), 1e-6)
     n_warmup = max(1, int(warmup_ms / estimate))
     n_reps = int(min(max(rep_ms / estimate, min_reps), max_reps))

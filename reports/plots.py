@@ -111,18 +111,16 @@ def time_vs(frame: pd.DataFrame, x: str) -> Figure | None:
     )
 
 
-def forward_backward(frame: pd.DataFrame) -> Figure | None:
-    data = _timing(frame)
-    if data.empty or data["mode"].nunique() < 2:
-        return None
-    data, held = _hold_others(data, None)
+def _bar_panels(data: pd.DataFrame, held: str, *, hue: str, col: str, log: bool, name: str, title: str,
+                caption: str) -> Figure:
+    """Median time per gate as bars, ``hue`` within a panel, a panel per ``col``."""
     plt, sns = _setup()
     grid = sns.catplot(
         data=data,
         x="variant",
         y="median_ms",
-        hue="mode",
-        col="framework",
+        hue=hue,
+        col=col,
         kind="bar",
         height=3.4,
         aspect=1.3,
@@ -131,14 +129,20 @@ def forward_backward(frame: pd.DataFrame) -> Figure | None:
     )
     grid.set_axis_labels("gate", "median time (ms)")
     for ax in grid.axes.flat:
+        if log:
+            ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=30)
-    grid.figure.suptitle("Forward vs backward" + (f" ({held})" if held else ""), y=1.04)
-    return Figure(
-        "forward_backward",
-        "Forward vs backward",
-        "Median time of each mode per gate, a panel per framework." + (f" Held: {held}." if held else ""),
-        _png(grid.figure),
-    )
+    grid.figure.suptitle(title + (f" ({held})" if held else ""), y=1.04)
+    return Figure(name, title, caption + (f" Held: {held}." if held else ""), _png(grid.figure))
+
+
+def forward_backward(frame: pd.DataFrame) -> Figure | None:
+    data = _timing(frame)
+    if data.empty or data["mode"].nunique() < 2:
+        return None
+    data, held = _hold_others(data, None)
+    return _bar_panels(data, held, hue="mode", col="framework", log=False, name="forward_backward",
+                       title="Forward vs backward", caption="Median time of each mode per gate, a panel per framework.")
 
 
 def torch_vs_tf(frame: pd.DataFrame) -> Figure | None:
@@ -146,31 +150,9 @@ def torch_vs_tf(frame: pd.DataFrame) -> Figure | None:
     if data.empty or data["framework"].nunique() < 2:
         return None
     data, held = _hold_others(data, None)
-    plt, sns = _setup()
-    grid = sns.catplot(
-        data=data,
-        x="variant",
-        y="median_ms",
-        hue="framework",
-        col="mode",
-        kind="bar",
-        height=3.4,
-        aspect=1.3,
-        sharey=False,
-        errorbar=None,
-    )
-    grid.set_axis_labels("gate", "median time (ms)")
-    for ax in grid.axes.flat:
-        ax.set_yscale("log")
-        ax.tick_params(axis="x", rotation=30)
-    grid.figure.suptitle("PyTorch vs TensorFlow" + (f" ({held})" if held else ""), y=1.04)
-    return Figure(
-        "torch_vs_tf",
-        "PyTorch vs TensorFlow",
-        "The same gate in each framework (log scale), a panel per mode."
-        + (f" Held: {held}." if held else ""),
-        _png(grid.figure),
-    )
+    return _bar_panels(data, held, hue="framework", col="mode", log=True, name="torch_vs_tf",
+                       title="PyTorch vs TensorFlow",
+                       caption="The same gate in each framework (log scale), a panel per mode.")
 
 
 def _recovery(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,6 @@ See ``harness.adapters`` for the contract.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import gates
-from harness import cases
+from harness import cases, timer
 from harness.adapters import Unavailable, Workload
 
 __all__ = [
@@ -106,16 +105,6 @@ def versions(device: str) -> dict[str, Any]:
         build = tf.sysconfig.get_build_info()
         out.update(cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
     return out
-
-
-def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
-    if sync is not None:
-        sync()
-    t0 = time.perf_counter()
-    fn()
-    if sync is not None:
-        sync()
-    return (time.perf_counter() - t0) * 1e3
 
 
 def _grads64(case: cases.Case, params: dict[str, np.ndarray], x: np.ndarray | None, noise: np.ndarray | None,
@@ -203,7 +192,7 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
             def fn() -> Any:
                 return tape.gradient(loss, sources)
         if compiled:
-            compile_ms = _timed_first_call(fn, sync)
+            compile_ms = timer.time_once(fn, sync)
 
     c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import gates
-from harness import cases
+from harness import cases, timer
 from harness.adapters import Unavailable, Workload
 
 __all__ = [
@@ -141,16 +141,6 @@ def versions(device: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 # Workloads.
 # --------------------------------------------------------------------------------------------------------------
-def _timed_first_call(fn: Callable[[], Any], sync: Callable[[], None] | None) -> float:
-    if sync is not None:
-        sync()
-    t0 = time.perf_counter()
-    fn()
-    if sync is not None:
-        sync()
-    return (time.perf_counter() - t0) * 1e3
-
-
 def _grads64(case: cases.Case, dev: torch.device, params: dict[str, np.ndarray], x: np.ndarray | None,
              noise: np.ndarray | None, c: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients of ``sum(q * c) + regularization`` by float64 autograd (training mode), w.r.t. params and x."""
@@ -217,14 +207,14 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
             with torch.no_grad():
                 return forward(x)
         if compiled:
-            compile_ms = _timed_first_call(fn, sync)
+            compile_ms = timer.time_once(fn, sync)
     elif case.mode == "fwdbwd":
         def fn() -> Any:
             loss_fn(x, c, noise)[0].backward()
         def setup() -> None:
             reset_grads(grad_tensors)
         if compiled:
-            compile_ms = _timed_first_call(fn, sync)
+            compile_ms = timer.time_once(fn, sync)
             setup()
     else:  # bwd: forward once, graph kept; backward alone
         t0 = time.perf_counter()
@@ -241,7 +231,7 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
         def setup() -> None:
             reset_grads(grad_tensors)
         if compiled:
-            compile_ms = first + _timed_first_call(fn, sync)
+            compile_ms = first + timer.time_once(fn, sync)
             setup()
 
     c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
