@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# GPU check: the `kernels` suite's PyTorch cases on one CUDA GPU, then the GPU timing-fidelity comparison
-# against triton.testing.do_bench. Results as JSON/JSONL in the output folder given as the only argument.
+# GPU check: the GPU tests (tests/test_gpu.py), the `kernels` suite's PyTorch cases on one CUDA GPU, then the
+# GPU timing-fidelity comparison against triton.testing.do_bench. Results as JSON/JSONL in the output folder given
+# as the only argument.
 #
 #   scripts/gpu_check.sh OUT_DIR
 #
 # Written for the project's GPU machine: Python 3.12, torch + triton, NumPy, no TensorFlow, nothing installed,
 # run from the source tree (PYTHONPATH=.). Uses only the standard library (tomllib), NumPy and PyTorch.
-# Budget: under 5 minutes in all. Each row is fsynced as its case finishes, so a run cut short by the time
+# Budget: the suite under 5 minutes (SUITE_SECONDS), the tests at most 2 and the fidelity check 1 more. Each row is fsynced as its case finishes, so a run cut short by the time
 # limit keeps every finished case; run again with the same OUT_DIR to resume where it stopped.
 set -u -o pipefail
 
@@ -25,6 +26,10 @@ mkdir -p "$OUT"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
   "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 } | tee "$OUT/environment.txt"
+
+# The GPU tests first (CUDA gates against the CPU's, a harness case timed with CUDA events): about a minute.
+timeout --signal=KILL 120 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"
+tests_rc=${PIPESTATUS[0]}
 
 resume=""
 [ -s "$OUT/kernels.jsonl" ] && resume="--resume"
@@ -50,4 +55,4 @@ for r in [r for r in read.rows if r["status"] != "ok"][:40]:
     if True:
         print(f"  {r['status']}: {r['case_id']}: {str(r.get('error'))[:200]}")
 PY
-exit $(( suite_rc == 0 && fid_rc == 0 ? 0 : 1 ))
+exit $(( tests_rc == 0 && suite_rc == 0 && fid_rc == 0 ? 0 : 1 ))
