@@ -135,10 +135,14 @@ def check_finite_array(name: str, array: np.ndarray) -> None:
         raise ValueError(f"{name}: expected finite values; got {bad} non-finite of {np.size(array)}")
 
 
+DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
+
+
 def check_dtype(dtype: Any) -> str:
-    name = str(np.dtype(dtype)) if dtype in ("float32", "float64", np.float32, np.float64) else str(dtype)
-    if name not in ("float32", "float64", "bfloat16"):
-        raise ValueError(f"dtype: expected 'float32', 'float64' or 'bfloat16'; got {dtype!r}")
+    """A gate's parameter dtype by name; NumPy's float32 and float64 types are accepted too."""
+    name = np.dtype(dtype).name if dtype in (np.float32, np.float64) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}; got {dtype!r}")
     return name
 
 

@@ -28,6 +28,7 @@ BAD_GATES = [
     (dict(name="topk", num_experts=4, k=2, input_dim=0), "input_dim"),
     (dict(name="topk", num_experts=4, k=2, temperature=2.0), "hparams"),
     (dict(name="topk", num_experts=4, k=2, impl="fused"), "impl"),
+    (dict(name="topk", num_experts=4, k=2, dtype="float16"), "dtype"),
 ]
 
 
