@@ -162,14 +162,20 @@ def _compiled_factorized(num_experts: int, gamma: float):
 
 def dselect_k_entropy(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:
     """Sum over selectors of ``H(r) = -sum_e r_e log(r_e + 1e-6)``: ``(..., k, m) -> (...)``."""
-    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
-    return -tf.reduce_sum(r * tf.math.log(r + spec.ENTROPY_EPS), axis=[-2, -1])
+    return _entropy(dselect_k_selectors(z_logits, num_experts, gamma))
+
+
+def _entropy(r: tf.Tensor) -> tf.Tensor:
+    return -tf.reduce_sum(r * tf.math.log(r + spec.ENTROPY_EPS), axis=[-2, -1])  # r (..., k, n) -> (...)
 
 
 def dselect_k_unreachable_penalty(z_logits: tf.Tensor, num_experts: int, gamma: float = 1.0) -> tf.Tensor:
     """Sum over selectors of ``1 / sum_{e<n} r_e``: ``(..., k, m) -> (...)``."""
-    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
-    return tf.reduce_sum(1.0 / tf.reduce_sum(r, axis=-1), axis=-1)
+    return _unreachable_penalty(dselect_k_selectors(z_logits, num_experts, gamma))
+
+
+def _unreachable_penalty(r: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(1.0 / tf.reduce_sum(r, axis=-1), axis=-1)  # r (..., k, n) -> (...)
 
 
 def hard_concrete_gates(
@@ -288,10 +294,13 @@ class Gate(keras.layers.Layer):
                 z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m); static z_logits are (k, m) already
             w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
             q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
-            if training and h["entropy_reg"] > 0:
-                reg = reg + h["entropy_reg"] * tf.reduce_mean(dselect_k_entropy(z, n, h["gamma"]))
-            if training and not spec.is_power_of_two(n):
-                reg = reg + tf.reduce_mean(dselect_k_unreachable_penalty(z, n, h["gamma"]))
+            entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
+            if entropy or unreachable:
+                r = dselect_k_selectors(z, n, h["gamma"])  # (..., k, n), built once for both regularisers
+                if entropy:
+                    reg = reg + h["entropy_reg"] * tf.reduce_mean(_entropy(r))
+                if unreachable:
+                    reg = reg + tf.reduce_mean(_unreachable_penalty(r))
         elif cfg.name == "hard_concrete":
             la = self._affine(x, "kernel", "bias", "log_alpha")  # (b, n) or (n,)
             u = None

@@ -139,14 +139,20 @@ def dselect_k_weights(
 
 def dselect_k_entropy(z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0) -> torch.Tensor:
     """Sum over selectors of ``H(r) = -sum_e r_e log(r_e + 1e-6)``: ``(..., k, m) -> (...)``."""
-    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
-    return -(r * torch.log(r + spec.ENTROPY_EPS)).sum(dim=(-2, -1))
+    return _entropy(dselect_k_selectors(z_logits, num_experts, gamma))
+
+
+def _entropy(r: torch.Tensor) -> torch.Tensor:
+    return -(r * torch.log(r + spec.ENTROPY_EPS)).sum(dim=(-2, -1))  # r (..., k, n) -> (...)
 
 
 def dselect_k_unreachable_penalty(z_logits: torch.Tensor, num_experts: int, gamma: float = 1.0) -> torch.Tensor:
     """Sum over selectors of ``1 / sum_{e<n} r_e``: ``(..., k, m) -> (...)``."""
-    r = dselect_k_selectors(z_logits, num_experts, gamma)  # (..., k, n)
-    return (1.0 / r.sum(dim=-1)).sum(dim=-1)
+    return _unreachable_penalty(dselect_k_selectors(z_logits, num_experts, gamma))
+
+
+def _unreachable_penalty(r: torch.Tensor) -> torch.Tensor:
+    return (1.0 / r.sum(dim=-1)).sum(dim=-1)  # r (..., k, n) -> (...)
 
 
 def hard_concrete_gates(
@@ -255,10 +261,13 @@ class Gate(nn.Module):
                 z = z.reshape(-1, k, cfg.num_bits)  # (b, k, m); static z_logits are (k, m) already
             w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
             q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
-            if training and h["entropy_reg"] > 0:
-                reg = reg + h["entropy_reg"] * dselect_k_entropy(z, n, h["gamma"]).mean()
-            if training and not spec.is_power_of_two(n):
-                reg = reg + dselect_k_unreachable_penalty(z, n, h["gamma"]).mean()
+            entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
+            if entropy or unreachable:
+                r = dselect_k_selectors(z, n, h["gamma"])  # (..., k, n), built once for both regularisers
+                if entropy:
+                    reg = reg + h["entropy_reg"] * _entropy(r).mean()
+                if unreachable:
+                    reg = reg + _unreachable_penalty(r).mean()
         elif cfg.name == "hard_concrete":
             la = self._affine(x, "kernel", "bias", "log_alpha")  # (b, n) or (n,)
             u = None
