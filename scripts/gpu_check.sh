@@ -45,6 +45,13 @@ timeout --signal=KILL "$FIDELITY_SECONDS" "$PYTHON" scripts/timing_fidelity.py -
 fid_rc=${PIPESTATUS[0]}
 echo "timing fidelity: exit $fid_rc after $(( $(date +%s) - start )) s"
 
+# The issue's GPU targets (DSelect-k against Top-k, forward against the copy-bandwidth floor) from the suite's rows.
+start=$(date +%s)
+timeout --signal=KILL 60 "$PYTHON" scripts/gpu_targets.py "$OUT/kernels.jsonl" --out "$OUT/gpu_targets.json" 2>&1 \
+  | tee "$OUT/gpu_targets.log"
+targets_rc=${PIPESTATUS[0]}
+echo "gpu targets: exit $targets_rc after $(( $(date +%s) - start )) s"
+
 "$PYTHON" - "$OUT/kernels.jsonl" <<'PY' | tee "$OUT/summary.txt"
 import collections, sys
 from harness.results import read_rows
@@ -55,4 +62,4 @@ for r in [r for r in read.rows if r["status"] != "ok"][:40]:
     if True:
         print(f"  {r['status']}: {r['case_id']}: {str(r.get('error'))[:200]}")
 PY
-exit $(( tests_rc == 0 && suite_rc == 0 && fid_rc == 0 ? 0 : 1 ))
+exit $(( tests_rc == 0 && suite_rc == 0 && fid_rc == 0 && targets_rc == 0 ? 0 : 1 ))
