@@ -29,8 +29,10 @@ ENTROPY_EPS: float = 1e-6
 # Top-k load balancing: CV^2 = var / (mean^2 + CV_EPS), population variance.
 CV_EPS: float = 1e-10
 
-# Implementations of DSelect-k in the frameworks ("auto" picks the fastest); other gates have one, "auto".
-DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "factorized", "bitwise", "reference")
+# Implementations of DSelect-k in the frameworks ("auto" picks the default); other gates have one, "auto".
+# "triton" (fused Triton kernels, PyTorch on CUDA) exists in PyTorch only.
+DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "factorized", "bitwise", "reference", "triton")
+TORCH_ONLY_IMPLS: tuple[str, ...] = ("triton",)
 
 # Hyper-parameters each gate accepts, with defaults. Regularisation weights default to 0: a gate's loss is opt-in.
 HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -82,10 +84,12 @@ def check_nonnegative(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_impl(gate: str, impl: Any) -> str:
+def check_impl(gate: str, impl: Any, framework: str) -> str:
     allowed = DSELECT_K_IMPLS if gate == "dselect_k" else ("auto",)
+    if framework != "torch":
+        allowed = tuple(a for a in allowed if a not in TORCH_ONLY_IMPLS)
     if impl not in allowed:
-        raise ValueError(f"impl: expected one of {', '.join(allowed)} for gate {gate!r}; got {impl!r}")
+        raise ValueError(f"impl: expected one of {', '.join(allowed)} for gate {gate!r} in {framework}; got {impl!r}")
     return impl
 
 

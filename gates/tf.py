@@ -31,7 +31,7 @@ __all__ = [
     "DSELECT_K_IMPLS",
 ]
 
-DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS
+DSELECT_K_IMPLS = tuple(i for i in spec.DSELECT_K_IMPLS if i not in spec.TORCH_ONLY_IMPLS)  # no "triton"
 
 
 def softmax_weights(logits: tf.Tensor) -> tf.Tensor:
@@ -133,7 +133,7 @@ def dselect_k_weights(
     in eager TensorFlow each small op otherwise pays its own dispatch. All are plain autodiff.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
-    spec.check_impl("dselect_k", impl)
+    spec.check_impl("dselect_k", impl, "tf")
     dtype = z_logits.dtype
     if dtype in (tf.bfloat16, tf.float16):  # half-precision inputs: compute and accumulate in float32
         q = dselect_k_weights(tf.cast(z_logits, tf.float32), tf.cast(w_logits, tf.float32), num_experts, gamma, impl)
@@ -250,7 +250,7 @@ class Gate(keras.layers.Layer):
     ):
         super().__init__(dtype=spec.check_dtype(dtype), **kwargs)
         self.config = config
-        self.impl = spec.check_impl(config.name, impl)
+        self.impl = spec.check_impl(config.name, impl, "tf")
         self._params: dict[str, keras.Variable] = {}
         for key, value in config.init_params(seed).items():
             self._params[key] = self.add_weight(

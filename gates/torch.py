@@ -30,7 +30,7 @@ __all__ = [
     "DSELECT_K_IMPLS",
 ]
 
-DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS
+DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS  # "triton" needs the triton package and CUDA tensors
 
 
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:
@@ -91,6 +91,16 @@ def _weights_factorized(s: torch.Tensor, alpha: torch.Tensor, num_experts: int) 
     return q.flatten(-2)[..., :num_experts]
 
 
+def _triton_kernels():
+    """``gates.dselect_triton``, imported on first use (it imports Triton)."""
+    try:
+        from . import dselect_triton
+    except ImportError as exc:
+        raise ValueError(f"impl: 'triton' needs the triton package (pip install triton); importing it failed: {exc}") \
+            from exc
+    return dselect_triton
+
+
 def _selectors_reference(s: torch.Tensor, num_experts: int) -> torch.Tensor:
     """The reference layer's formulation: a product over a ``(..., k, n, m)`` tensor. Kept for benchmarks."""
     codes = torch.as_tensor(spec.binary_codes(num_experts), dtype=torch.bool, device=s.device)  # (n, m)
@@ -121,14 +131,17 @@ def dselect_k_weights(
 
     ``impl``: ``"factorized"`` (never builds the ``(..., k, n)`` selectors: one batched product of their high-bit
     and low-bit halves, see ``_weights_factorized``), ``"bitwise"`` (builds ``(..., k, n)`` bit by bit),
-    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only); ``"auto"`` is
-    ``"factorized"``. All are plain autograd.
+    ``"reference"`` (the reference layer's ``(..., k, n, m)`` product, for comparison only), ``"triton"`` (two
+    fused Triton kernels, forward and backward, on CUDA tensors: ``gates.dselect_triton``); ``"auto"`` is
+    ``"factorized"``. All but ``"triton"`` are plain autograd.
     """
     num_experts, gamma = _check_dselect_k(z_logits, w_logits, num_experts, gamma)
-    spec.check_impl("dselect_k", impl)
+    spec.check_impl("dselect_k", impl, "torch")
     dtype = z_logits.dtype
     if dtype in (torch.bfloat16, torch.float16):  # half-precision inputs: compute and accumulate in float32
         return dselect_k_weights(z_logits.float(), w_logits.float(), num_experts, gamma, impl).to(dtype)
+    if impl == "triton":
+        return _triton_kernels().dselect_k_weights_triton(z_logits, w_logits, num_experts, gamma)
     s = smooth_step(z_logits, gamma)  # (..., k, m)
     alpha = torch.softmax(w_logits, dim=-1)  # (..., k)
     if impl in ("auto", "factorized"):
@@ -228,7 +241,7 @@ class Gate(nn.Module):
     ):
         super().__init__()
         self.config = config
-        self.impl = spec.check_impl(config.name, impl)
+        self.impl = spec.check_impl(config.name, impl, "torch")
         self.dtype = _DTYPES[spec.check_dtype(dtype)]
         for key, value in config.init_params(seed).items():
             self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))

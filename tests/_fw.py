@@ -11,6 +11,16 @@ def name_of(G) -> str:
     return G.__name__.rsplit(".", 1)[-1]
 
 
+def dselect_impls(G) -> tuple[str, ...]:
+    """DSelect-k implementations of ``G`` that run on CPU tensors here: ``"triton"`` only when its kernels were
+    imported in Triton's interpreter (``conftest.load_triton_kernels``, on a machine without CUDA)."""
+    import sys
+
+    kernels = sys.modules.get("gates.dselect_triton")
+    runs_on_cpu = kernels is not None and kernels.interpreted()
+    return tuple(i for i in G.DSELECT_K_IMPLS if i != "triton" or runs_on_cpu)
+
+
 def value_and_grads(
     G, fn: Callable, inputs: Sequence[np.ndarray], cotangent: np.ndarray | None = None, dtype: str = "float64"
 ) -> tuple[np.ndarray, list[np.ndarray]]:

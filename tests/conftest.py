@@ -10,6 +10,14 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+try:  # no CUDA here: Triton kernels run in its interpreter (see load_triton_kernels)
+    import torch  # noqa: E402
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:
+    pass
+
 
 def _load(framework: str):
     """Import a gate backend, or skip the test with the reason."""
@@ -17,6 +25,7 @@ def _load(framework: str):
         torch = pytest.importorskip("torch", reason="PyTorch is not installed")
         torch.backends.cuda.matmul.allow_tf32 = False  # correctness tests compare in full float32
         torch.backends.cudnn.allow_tf32 = False
+        load_triton_kernels()
     else:
         pytest.importorskip("torch")  # import torch before TensorFlow (both load OpenMP; this order is safe)
         tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
@@ -24,6 +33,21 @@ def _load(framework: str):
     import gates
 
     return gates.backend(framework)
+
+
+def load_triton_kernels() -> bool:
+    """Import ``gates.dselect_triton`` (DSelect-k's ``impl="triton"``) if Triton is installed; False if not.
+
+    Without a CUDA device it runs in Triton's CPU interpreter: ``TRITON_INTERPRET=1`` is set when this file is
+    loaded (before anything imports Triton, which reads it once), so the CPU test suite runs the same kernels on
+    CPU tensors."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return False
+    import gates.dselect_triton  # noqa: F401
+
+    return True
 
 
 @pytest.fixture(params=["torch", "tf"])

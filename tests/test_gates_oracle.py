@@ -8,7 +8,7 @@ import pytest
 from gates import reference as ref
 from gates import spec
 
-from ._fw import assert_close, finite_difference, value_and_grads
+from ._fw import assert_close, dselect_impls, finite_difference, value_and_grads
 
 EXPERTS = [2, 5, 6, 16, 64, 256]
 TOL = {"float64": 1e-10, "float32": 1e-5}
@@ -47,7 +47,7 @@ def _call(module, gate: str, n: int, k: int, impl: str = "auto"):
 def test_forward_matches_reference(G, gate, n, dtype, rng):
     kw, inputs = _inputs(gate, n, rng)
     want = _call(ref, gate, n, kw["k"])(*inputs)
-    impls = spec.DSELECT_K_IMPLS if gate == "dselect_k" else ("auto",)
+    impls = dselect_impls(G) if gate == "dselect_k" else ("auto",)
     for impl in impls:
         got, _ = value_and_grads(G, _call(G, gate, n, kw["k"], impl), inputs, dtype=dtype)
         assert_close(f"{gate}[{impl}] weights, n={n}, {dtype}", got, want, atol=TOL[dtype])
@@ -61,7 +61,7 @@ def test_gradients_match_finite_differences(G, gate, n, rng):
     want_out = ref_fn(*inputs)
     cot = rng.normal(size=want_out.shape)
     # Only differentiable inputs: hard concrete's noise u is data, not a parameter, but its gradient exists too.
-    impls = spec.DSELECT_K_IMPLS if gate == "dselect_k" else ("auto",)
+    impls = dselect_impls(G) if gate == "dselect_k" else ("auto",)
     for impl in impls:
         _, grads = value_and_grads(G, _call(G, gate, n, kw["k"], impl), inputs, cot)
         for i, (arr, got) in enumerate(zip(inputs, grads, strict=True)):

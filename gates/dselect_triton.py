@@ -1,0 +1,240 @@
+"""DSelect-k weights as two fused Triton kernels (PyTorch, CUDA): ``impl="triton"``.
+
+Everything after the projection, ``(z_logits (B, k, m), w_logits (B, k)) -> q (B, n)``, is one pass forward and
+one pass backward. Each program owns ``BLOCK_B`` rows and walks the experts in chunks of ``BLOCK_N``; a selector's
+distribution over a chunk, ``r_i[e] = prod_j (s_ij if bit_j(e) else 1 - s_ij)``, is built in registers from the
+row's ``m`` smooth-stepped bits and never written out. Memory traffic is the floor of the computation: read
+``z`` and ``w``, write ``q`` (forward); read ``z``, ``w`` and ``dq``, write ``dz`` and ``dw`` (backward).
+
+Backward, for the row's ``alpha = softmax(w)``:
+
+* ``dalpha_i = sum_e dq[e] r_i[e]``, then the softmax backward ``dw = alpha * (dalpha - <alpha, dalpha>)``;
+* ``ds_ij = alpha_i sum_e dq[e] (+1 if bit_j(e) else -1) prod_{l != j} f_il[e]``: the product over the other bits
+  is recomputed, never divided out (a saturated bit has a factor of exactly 0);
+* ``dz_ij = ds_ij * smooth_step'(z_ij)``, zero outside ``(-gamma/2, gamma/2)`` as in autograd of ``smooth_step``.
+
+Half-precision inputs are computed in float32 (as every DSelect-k implementation here); float64 stays float64.
+No second derivative. With ``TRITON_INTERPRET=1`` set before this module is imported, Triton's interpreter runs
+the same kernels on CPU tensors: that is how the CPU-only test suite checks them against the NumPy reference.
+
+Importing this module imports PyTorch and Triton; ``gates.torch`` imports it only when the Triton path is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from . import spec
+
+__all__ = ["dselect_k_weights_triton", "interpreted", "launch_config"]
+
+MAX_BLOCK_N = 256  # experts per chunk; more experts loop over chunks
+TILE = 2048  # rows x experts per program, at most
+MIN_PROGRAMS = 512  # shrink BLOCK_B until the grid has about this many programs (a few waves on 132 SMs)
+
+
+def interpreted() -> bool:
+    """True when the kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import time)."""
+    return _INTERPRETED
+
+
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _smooth_step(z, half_gamma, c3, c1):
+    """Cubic smooth-step of ``gates.torch.smooth_step``: ``c3 t^3 + c1 t + 1/2``, clamped to exactly 0 and 1."""
+    poly = (c3 * z * z + c1) * z + 0.5
+    return tl.where(z <= -half_gamma, 0.0, tl.where(z >= half_gamma, 1.0, poly))
+
+
+@triton.jit
+def _load_constants(consts_ptr, ACC: tl.constexpr):
+    """``(gamma / 2, c3, c1)`` in the accumulation dtype (a float argument would be float32)."""
+    return tl.load(consts_ptr).to(ACC), tl.load(consts_ptr + 1).to(ACC), tl.load(consts_ptr + 2).to(ACC)
+
+
+@triton.jit
+def _softmax_rows(w_ptr, rows, rmask, K: tl.constexpr, KP: tl.constexpr, ACC: tl.constexpr):
+    """``softmax(w)`` of the rows, a ``(BLOCK_B, KP)`` tile (columns from ``K`` on are 0)."""
+    cols = tl.arange(0, KP)
+    cmask = cols < K
+    w = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+    w = tl.where(cmask[None, :], w, -float("inf"))
+    e = tl.exp(w - tl.max(w, axis=1)[:, None])
+    return e / tl.sum(e, axis=1)[:, None]
+
+
+@triton.jit
+def _column(tile, cols, i):
+    """Column ``i`` of a ``(BLOCK_B, C)`` tile as a ``(BLOCK_B,)`` vector."""
+    return tl.sum(tl.where(cols[None, :] == i, tile, 0.0), axis=1)
+
+
+@triton.jit
+def _factor(z_ptr, zrow, rmask, i, j: tl.constexpr, e, half_gamma, c3, c1,
+            M: tl.constexpr, ACC: tl.constexpr):
+    """Bit ``j``'s factor of selector ``i`` over the chunk ``e``: ``(BLOCK_B, BLOCK_N)``, ``s`` or ``1 - s``."""
+    s = _smooth_step(tl.load(z_ptr + zrow + i * M + j, mask=rmask, other=0.0).to(ACC), half_gamma, c3, c1)
+    bit = ((e >> (M - 1 - j)) & 1) == 1
+    return tl.where(bit[None, :], s[:, None], 1.0 - s[:, None])
+
+
+@triton.jit
+def _dselect_fwd(z_ptr, w_ptr, q_ptr, consts_ptr, B, N: tl.constexpr,
+                 K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr,
+                 BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    rows = rows.to(tl.int64)
+    zrow = rows * (K * M)
+    kcols = tl.arange(0, KP)
+    alpha = _softmax_rows(w_ptr, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
+    for start in range(0, N, BLOCK_N):
+        e = start + tl.arange(0, BLOCK_N)
+        q = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC)
+        for i in range(K):
+            r = _column(alpha, kcols, i)[:, None] + tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC)
+            for j in tl.static_range(M):
+                r = r * _factor(z_ptr, zrow, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
+            q += r
+        mask = rmask[:, None] & (e < N)[None, :]
+        tl.store(q_ptr + rows[:, None] * N + e[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dselect_bwd(z_ptr, w_ptr, dq_ptr, dz_ptr, dw_ptr, consts_ptr, B, N: tl.constexpr,
+                 K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr, MP: tl.constexpr,
+                 BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    rows = rows.to(tl.int64)
+    zrow = rows * (K * M)
+    kcols = tl.arange(0, KP)
+    mcols = tl.arange(0, MP)
+    alpha = _softmax_rows(w_ptr, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
+    dalpha = tl.zeros((BLOCK_B, KP), dtype=ACC)
+    for i in range(K):
+        da = tl.zeros((BLOCK_B,), dtype=ACC)  # sum_e dq[e] r_i[e]
+        ds = tl.zeros((BLOCK_B, MP), dtype=ACC)  # column j: sum_e dq[e] dr_i[e]/ds_ij
+        for start in range(0, N, BLOCK_N):
+            e = start + tl.arange(0, BLOCK_N)
+            mask = rmask[:, None] & (e < N)[None, :]
+            dq = tl.load(dq_ptr + rows[:, None] * N + e[None, :], mask=mask, other=0.0).to(ACC)
+            r = dq
+            for j in tl.static_range(M):
+                r = r * _factor(z_ptr, zrow, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
+            da += tl.sum(r, axis=1)
+            for j in tl.static_range(M):
+                bit = ((e >> (M - 1 - j)) & 1) == 1
+                g = tl.where(bit[None, :], dq, -dq)
+                for other in tl.static_range(M):
+                    if other != j:
+                        g = g * _factor(z_ptr, zrow, rmask, i, other, e, half_gamma, c3, c1, M, ACC)
+                ds = tl.where(mcols[None, :] == j, ds + tl.sum(g, axis=1)[:, None], ds)
+        dalpha = tl.where(kcols[None, :] == i, da[:, None], dalpha)
+        # dz_ij = alpha_i ds_ij smooth_step'(z_ij); smooth_step' = 3 c3 z^2 + c1 strictly inside the band, else 0
+        zoffs = zrow[:, None] + i * M + mcols[None, :]
+        zmask = rmask[:, None] & (mcols < M)[None, :]
+        z = tl.load(z_ptr + zoffs, mask=zmask, other=0.0).to(ACC)
+        slope = tl.where((z <= -half_gamma) | (z >= half_gamma), 0.0, 3.0 * c3 * z * z + c1)
+        dz = _column(alpha, kcols, i)[:, None] * ds * slope
+        tl.store(dz_ptr + zoffs, dz.to(dz_ptr.dtype.element_ty), mask=zmask)
+    dw = alpha * (dalpha - tl.sum(alpha * dalpha, axis=1)[:, None])
+    wmask = rmask[:, None] & (kcols < K)[None, :]
+    tl.store(dw_ptr + rows[:, None] * K + kcols[None, :], dw.to(dw_ptr.dtype.element_ty), mask=wmask)
+
+
+def launch_config(batch: int, num_experts: int, min_programs: int | None = None) -> tuple[int, int, int]:
+    """``(BLOCK_B, BLOCK_N, programs)`` for ``batch`` rows of ``num_experts`` experts.
+
+    ``BLOCK_N`` is the experts' padded power of two, at most ``MAX_BLOCK_N``; ``BLOCK_B`` fills a ``TILE`` of
+    ``BLOCK_B x BLOCK_N`` and is halved while the grid has fewer than ``min_programs`` programs (default
+    ``MIN_PROGRAMS``, so that a small batch still spreads over the GPU; 1 in the interpreter, which runs programs one
+    after another)."""
+    if min_programs is None:
+        min_programs = 1 if _INTERPRETED else MIN_PROGRAMS
+    block_n = min(triton.next_power_of_2(num_experts), MAX_BLOCK_N)
+    block_b = max(1, TILE // block_n)
+    while block_b > 1 and triton.cdiv(batch, block_b) < min_programs:
+        block_b //= 2
+    return block_b, block_n, triton.cdiv(batch, block_b)
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(gamma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[gamma / 2, c3, c1]`` of the smooth-step ``c3 t^3 + c1 t + 1/2``, as a tensor on ``device``: made once per
+    ``(gamma, dtype, device)``, since a fresh host-to-device copy on every call would wait for the GPU."""
+    return torch.tensor([gamma / 2, -2.0 / gamma**3, 1.5 / gamma], dtype=dtype, device=device)
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+class _DSelectK(torch.autograd.Function):
+    """``(z (B, k, m), w (B, k)) -> q (B, n)`` with the fused backward; inputs contiguous, float32 or float64."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, w: torch.Tensor, num_experts: int, gamma: float) -> torch.Tensor:
+        batch, k, m = z.shape
+        block_b, block_n, programs = launch_config(batch, num_experts)
+        q = torch.empty((batch, num_experts), dtype=z.dtype, device=z.device)
+        if batch:
+            _dselect_fwd[(programs,)](
+                z, w, q, _constants(gamma, z.dtype, z.device), batch, N=num_experts,
+                K=k, KP=triton.next_power_of_2(k), M=m, BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
+            )
+        ctx.save_for_backward(z, w)
+        ctx.num_experts, ctx.gamma = num_experts, gamma
+        return q
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dq: torch.Tensor):
+        z, w = ctx.saved_tensors
+        batch, k, m = z.shape
+        dq = dq.contiguous().to(z.dtype)
+        dz, dw = torch.empty_like(z), torch.empty_like(w)
+        block_b, block_n, programs = launch_config(batch, ctx.num_experts)
+        if batch:
+            _dselect_bwd[(programs,)](
+                z, w, dq, dz, dw, _constants(ctx.gamma, z.dtype, z.device), batch, N=ctx.num_experts,
+                K=k, KP=triton.next_power_of_2(k), M=m, MP=triton.next_power_of_2(m),
+                BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
+            )
+        return dz, dw, None, None
+
+
+def dselect_k_weights_triton(z_logits: torch.Tensor, w_logits: torch.Tensor, num_experts: int,
+                             gamma: float) -> torch.Tensor:
+    """``z_logits (..., k, m)``, ``w_logits (..., k) -> q (..., n)`` by the fused kernels.
+
+    Arguments are checked by the caller (``gates.torch.dselect_k_weights``) except where they live: CUDA tensors
+    (or CPU tensors under ``TRITON_INTERPRET=1``), both on one device."""
+    for name, t in (("z_logits", z_logits), ("w_logits", w_logits)):
+        if not (t.is_cuda or (_INTERPRETED and t.device.type == "cpu")):
+            raise ValueError(
+                f"{name}: impl 'triton' runs on CUDA tensors (or on the CPU in Triton's interpreter, "
+                f"TRITON_INTERPRET=1 when gates.dselect_triton is first imported); got a tensor on {t.device}"
+            )
+    if w_logits.device != z_logits.device:
+        raise ValueError(f"w_logits: expected a tensor on {z_logits.device} like z_logits; got {w_logits.device}")
+    *lead, k, m = z_logits.shape
+    if m != spec.num_code_bits(num_experts):  # checked by the caller too; the kernels rely on it
+        raise ValueError(f"z_logits: expected last axis {spec.num_code_bits(num_experts)}; got {m}")
+    z = z_logits.reshape(-1, k, m).contiguous()
+    w = w_logits.reshape(-1, k).contiguous()
+    if z.is_cuda:
+        with torch.cuda.device(z.device):
+            q = _DSelectK.apply(z, w, num_experts, float(gamma))
+    else:
+        q = _DSelectK.apply(z, w, num_experts, float(gamma))
+    return q.reshape(*lead, num_experts)
