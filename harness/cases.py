@@ -6,8 +6,8 @@ A case is one cell of a suite's grid: ``gate x framework x device x impl x mode 
 * ``gating``: ``"per_example"`` times ``gate(x)`` with ``x (batch, input_dim)``, projection included;
   ``"static"`` times ``gate()`` (weights ``(experts,)``), so ``batch`` and ``input_dim`` are None.
 * ``impl``: ``"eager"`` (default gate; DSelect-k's factorized path), ``"compiled"`` (``torch.compile`` /
-  ``tf.function(jit_compile=True)``), and for ``dselect_k`` only ``"bitwise"`` and ``"reference"`` (eager, the
-  gate built with ``make_gate(..., impl=...)``).
+  ``tf.function(jit_compile=True)``), and for ``dselect_k`` only ``"bitwise"``, ``"reference"`` and (PyTorch on a
+  GPU only) ``"triton"``: the gate built with ``make_gate(..., impl=...)``.
 * ``mode``: ``"fwd"`` (inference: eval mode, no gradient), ``"bwd"`` (the backward of a recorded forward, alone),
   ``"fwdbwd"`` (forward and backward). Training-mode cases compute ``loss = sum(q * c) + regularization_loss``
   for a seeded ``c`` and fixed seeded noise (Top-k's eps, hard concrete's u), gradients w.r.t. every parameter
@@ -35,8 +35,9 @@ __all__ = [
 GATES: tuple[str, ...] = spec.GATE_NAMES
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
-IMPLS: tuple[str, ...] = ("eager", "compiled", "bitwise", "reference")
-DSELECT_ONLY_IMPLS: tuple[str, ...] = ("bitwise", "reference")
+IMPLS: tuple[str, ...] = ("eager", "compiled", "bitwise", "reference", "triton")
+DSELECT_ONLY_IMPLS: tuple[str, ...] = ("bitwise", "reference", "triton")
+TORCH_ONLY_IMPLS: tuple[str, ...] = spec.TORCH_ONLY_IMPLS
 MODES: tuple[str, ...] = ("fwd", "bwd", "fwdbwd")
 GATINGS: tuple[str, ...] = ("static", "per_example")
 DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
@@ -100,6 +101,8 @@ class Case:
         _check_choice("impl", self.impl, IMPLS)
         if self.impl in DSELECT_ONLY_IMPLS and self.gate != "dselect_k":
             raise ValueError(f"impl: {self.impl!r} exists for gate 'dselect_k' only; got gate {self.gate!r}")
+        if self.impl in TORCH_ONLY_IMPLS and self.framework != "torch":
+            raise ValueError(f"impl: {self.impl!r} exists for framework 'torch' only; got {self.framework!r}")
         _check_choice("mode", self.mode, MODES)
         _check_choice("gating", self.gating, GATINGS)
         _check_choice("dtype", self.dtype, DTYPES)
@@ -161,7 +164,8 @@ class Case:
 
 
 def gate_impl(case: Case) -> str:
-    """The ``make_gate(impl=...)`` argument of a case: ``bitwise``/``reference`` as named, else ``auto``."""
+    """The ``make_gate(impl=...)`` argument of a case: ``bitwise``/``reference``/``triton`` as named, else
+    ``auto``."""
     return case.impl if case.impl in DSELECT_ONLY_IMPLS else "auto"
 
 

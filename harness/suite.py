@@ -11,7 +11,7 @@ A timing suite (``kind = "timing"``, the default)::
     gate = ["softmax", "topk", "dselect_k", "hard_concrete"]
     framework = ["torch", "tf"]
     device = ["cpu"]           # "cpu", "gpu" (alias "cuda")
-    impl = ["eager"]           # "eager", "compiled", and for dselect_k only "bitwise", "reference"
+    impl = ["eager"]           # "eager", "compiled"; dselect_k only: "bitwise", "reference", "triton" (torch, gpu)
     mode = ["fwd", "bwd", "fwdbwd"]
     gating = ["static", "per_example"]
     dtype = ["float32"]
@@ -20,9 +20,9 @@ A timing suite (``kind = "timing"``, the default)::
     [grid.hparams.topk]        # optional gate options, by gate
     noisy = true
 
-Every key of a grid may be a scalar or a list; the grid is the product of the lists. ``bitwise``/``reference``
-are dropped for gates other than dselect_k. Static cases have no batch or input width (None), so the shapes that
-differ only in those give one static case.
+Every key of a grid may be a scalar or a list; the grid is the product of the lists. ``bitwise``/``reference``/
+``triton`` are dropped for gates other than dselect_k, and ``triton`` for TensorFlow. Static cases have no batch
+or input width (None), so the shapes that differ only in those give one static case.
 
 A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)``.
 Only the standard library and NumPy are used here (``tomllib``), so the GPU machine can expand suites.
@@ -176,6 +176,8 @@ def expand_grid(grid: Mapping[str, Any]) -> list[Case]:
     out = []
     for gate, framework, device, impl, mode, gating, dtype in itertools.product(*(lists[k] for k in _GRID_LISTS)):
         if impl in cases.DSELECT_ONLY_IMPLS and gate != "dselect_k":
+            continue
+        if impl in cases.TORCH_ONLY_IMPLS and framework != "torch":
             continue
         for shape in shapes:
             static = gating == "static"

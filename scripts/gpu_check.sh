@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# GPU check: the GPU tests (tests/test_gpu.py), the `kernels` suite's PyTorch cases on one CUDA GPU, then the
-# GPU timing-fidelity comparison against triton.testing.do_bench. Results as JSON/JSONL in the output folder given
-# as the only argument.
+# GPU check: the GPU tests (tests/test_gpu.py), the `kernels` suite's PyTorch cases on one CUDA GPU, the GPU
+# timing-fidelity comparison against triton.testing.do_bench, the issue's GPU targets (scripts/gpu_targets.py), and
+# last the Triton kernels' edge-case tests compiled for the GPU. Results as JSON/JSONL in the output folder given as
+# the only argument.
 #
 #   scripts/gpu_check.sh OUT_DIR
 #
 # Written for the project's GPU machine: Python 3.12, torch + triton, NumPy, no TensorFlow, nothing installed,
-# run from the source tree (PYTHONPATH=.). Uses only the standard library (tomllib), NumPy and PyTorch.
-# Budget: the suite under 5 minutes (SUITE_SECONDS), the tests at most 2 and the fidelity check 1 more. Each row is fsynced as its case finishes, so a run cut short by the time
-# limit keeps every finished case; run again with the same OUT_DIR to resume where it stopped.
+# run from the source tree (PYTHONPATH=.). Uses only the standard library (tomllib), NumPy, PyTorch and Triton.
+# Budget (each step is cut at its limit): GPU tests 120 s, the suite SUITE_SECONDS, fidelity 55 s, targets 60 s,
+# the kernels' edge cases 60 s: under 9 minutes in all. Each row is fsynced as its case finishes, so a run cut
+# short by the time limit keeps every finished case; run again with the same OUT_DIR to resume where it stopped.
 set -u -o pipefail
 
 OUT="${1:?usage: scripts/gpu_check.sh OUT_DIR}"
@@ -62,4 +64,10 @@ for r in [r for r in read.rows if r["status"] != "ok"][:40]:
     if True:
         print(f"  {r['status']}: {r['case_id']}: {str(r.get('error'))[:200]}")
 PY
-exit $(( tests_rc == 0 && suite_rc == 0 && fid_rc == 0 && targets_rc == 0 ? 0 : 1 ))
+# The Triton kernels' edge cases (chunks, partial tiles, leading axes, NaN rows, bf16, empty batch) compiled for the
+# GPU; the CPU suite runs the same tests in Triton's interpreter.
+timeout --signal=KILL 60 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gates_triton.py 2>&1 \
+  | tee "$OUT/triton_tests.log"
+triton_rc=${PIPESTATUS[0]}
+
+exit $(( tests_rc == 0 && suite_rc == 0 && fid_rc == 0 && targets_rc == 0 && triton_rc == 0 ? 0 : 1 ))

@@ -64,3 +64,36 @@ def test_harness_times_a_cuda_case_with_events():
     assert row["status"] == "ok", row.get("error")
     assert row["median_ms"] > 0 and row["n_samples"] >= 5 and row["peak_mem_bytes"] > 0
     assert "gpu" in row["provenance"]
+
+
+@pytest.mark.parametrize(("batch", "n", "k"), [(4096, 16, 4), (2048, 64, 4), (1024, 256, 8), (257, 1000, 3)])
+def test_triton_kernels_on_cuda_match_float64_autograd(gt, batch, n, k):
+    """The fused kernels compiled for the GPU (the CPU suite runs them in Triton's interpreter): weights and
+    gradients of a float32 CUDA run against float64 autograd of the bit-by-bit build on the CPU."""
+    pytest.importorskip("triton", reason="Triton is not installed")
+    rng = np.random.default_rng(batch + n)
+    m = spec.num_code_bits(n)
+    z, w, c = rng.normal(size=(batch, k, m)) * 0.6, rng.normal(size=(batch, k)), rng.normal(size=(batch, n))
+    z[: batch // 4] *= 5  # a quarter of the rows mostly saturated
+    out = {}
+    for impl, device, dtype in (("triton", "cuda", torch.float32), ("bitwise", "cpu", torch.float64)):
+        zt = torch.tensor(z, dtype=dtype, device=device, requires_grad=True)
+        wt = torch.tensor(w, dtype=dtype, device=device, requires_grad=True)
+        q = gt.dselect_k_weights(zt, wt, n, impl=impl)
+        (q * torch.tensor(c, dtype=dtype, device=device)).sum().backward()
+        out[impl] = [t.detach().double().cpu().numpy() for t in (q, zt.grad, wt.grad)]
+    for name, got, want in zip(("q", "dz", "dw"), out["triton"], out["bitwise"], strict=True):
+        assert_close(f"triton {name} n={n}", got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_harness_times_the_triton_impl():
+    pytest.importorskip("triton", reason="Triton is not installed")
+    from harness.cases import Case
+    from harness.runner import Task, execute_task
+    from harness.suite import DEFAULT_SETTINGS
+
+    case = Case(gate="dselect_k", framework="torch", device="gpu", impl="triton", mode="fwdbwd",
+                gating="per_example", batch=2048, input_dim=256, experts=256, k=8, dtype="float32")
+    row = execute_task(Task("timing", "gpu-test", {**DEFAULT_SETTINGS, "warmup_ms": 5, "rep_ms": 20}, case.params()))
+    assert row["status"] == "ok", row.get("error")
+    assert row["median_ms"] > 0 and row["peak_mem_bytes"] > 0

@@ -99,6 +99,12 @@ def test_missing_gpu_is_a_skip_with_reason(gt):
 
 
 @pytest.mark.torch
+def test_triton_impl_on_the_cpu_is_a_skip_with_reason(gt):
+    row = execute_task(_task(gate="dselect_k", impl="triton", mode="fwdbwd", experts=16, k=4))
+    assert row["status"] == "skipped" and "impl 'triton' runs on CUDA GPUs" in row["error"]
+
+
+@pytest.mark.torch
 def test_reference_over_memory_budget_is_a_skip_with_reason(gt):
     task = _task(gate="dselect_k", impl="reference", batch=4096, experts=512, k=8)
     task.settings["max_reference_bytes"] = 1024**2

@@ -61,6 +61,13 @@ def test_dselect_only_impls_dropped_for_other_gates():
                                                ("dselect_k", "reference")}
 
 
+def test_triton_impl_dropped_for_tensorflow_and_other_gates():
+    got = expand(_suite(gate=["topk", "dselect_k"], framework=["torch", "tf"], impl=["eager", "triton"]))
+    assert {(c.gate, c.framework, c.impl) for c in got if c.impl == "triton"} == {("dselect_k", "torch", "triton")}
+    with pytest.raises(ValueError, match="impl: 'triton' exists for framework 'torch' only; got 'tf'"):
+        Case("dselect_k", "tf", "gpu", "triton", "fwd", "per_example", 8, 4, 4, 2)
+
+
 def test_hparams_by_gate_go_into_the_case_and_its_id():
     got = expand(_suite(gate=["topk"], hparams={"topk": {"noisy": True}}))
     assert dict(got[0].hparams) == {"noisy": True}

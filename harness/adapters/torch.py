@@ -11,6 +11,7 @@ gate allocates), not the Python heap or memory that libraries allocate outside P
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import subprocess
 import time
@@ -25,8 +26,8 @@ from harness import cases, timer
 from harness.adapters import Unavailable, Workload
 
 __all__ = [
-    "devices", "check_device", "torch_device", "sync_fn", "event_factory", "flush_fn", "peak_memory_bytes",
-    "peak_memory", "to_tensor", "to_numpy", "reset_grads", "versions", "build_workload",
+    "devices", "check_device", "check_triton", "torch_device", "sync_fn", "event_factory", "flush_fn",
+    "peak_memory_bytes", "peak_memory", "to_tensor", "to_numpy", "reset_grads", "versions", "build_workload",
 ]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -41,6 +42,15 @@ def check_device(device: str) -> None:
     device = cases.normalize_device(device)
     if device == "gpu" and not torch.cuda.is_available():
         raise Unavailable("no CUDA device visible to PyTorch (torch.cuda.is_available() is False)")
+
+
+def check_triton(device: str) -> None:
+    """DSelect-k's ``impl="triton"`` is timed on a CUDA GPU with Triton installed; elsewhere the case is skipped."""
+    if cases.normalize_device(device) != "gpu":
+        raise Unavailable("impl 'triton' runs on CUDA GPUs (on the CPU only Triton's interpreter runs it, which "
+                          "tests it but is no benchmark)")
+    if importlib.util.find_spec("triton") is None:
+        raise Unavailable("impl 'triton' needs the triton package, which is not installed")
 
 
 def torch_device(device: str) -> torch.device:
@@ -173,6 +183,8 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
     """
     settings = settings or {}
     check_device(case.device)
+    if case.impl == "triton":
+        check_triton(case.device)
     dev = torch_device(case.device)
     inputs = cases.make_inputs(case)
     G = gates.backend("torch")
