@@ -60,11 +60,12 @@ def _load_constants(consts_ptr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _softmax_rows(w_ptr, rows, rmask, K: tl.constexpr, KP: tl.constexpr, ACC: tl.constexpr):
+def _softmax_rows(w_ptr, stride_wb, rows, rmask, K: tl.constexpr, KP: tl.constexpr, ACC: tl.constexpr):
     """``softmax(w)`` of the rows, a ``(BLOCK_B, KP)`` tile (columns from ``K`` on are 0)."""
     cols = tl.arange(0, KP)
     cmask = cols < K
-    w = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+    w = tl.load(w_ptr + rows[:, None] * stride_wb + cols[None, :], mask=rmask[:, None] & cmask[None, :],
+                other=0.0).to(ACC)
     w = tl.where(cmask[None, :], w, -float("inf"))
     e = tl.exp(w - tl.max(w, axis=1)[:, None])
     return e / tl.sum(e, axis=1)[:, None]
@@ -77,49 +78,50 @@ def _column(tile, cols, i):
 
 
 @triton.jit
-def _factor(z_ptr, zrow, rmask, i, j: tl.constexpr, e, half_gamma, c3, c1,
+def _factor(z_ptr, zrow, stride_zk, rmask, i, j: tl.constexpr, e, half_gamma, c3, c1,
             M: tl.constexpr, ACC: tl.constexpr):
     """Bit ``j``'s factor of selector ``i`` over the chunk ``e``: ``(BLOCK_B, BLOCK_N)``, ``s`` or ``1 - s``."""
-    s = _smooth_step(tl.load(z_ptr + zrow + i * M + j, mask=rmask, other=0.0).to(ACC), half_gamma, c3, c1)
+    s = _smooth_step(tl.load(z_ptr + zrow + i * stride_zk + j, mask=rmask, other=0.0).to(ACC), half_gamma, c3, c1)
     bit = ((e >> (M - 1 - j)) & 1) == 1
     return tl.where(bit[None, :], s[:, None], 1.0 - s[:, None])
 
 
 @triton.jit
-def _dselect_fwd(z_ptr, w_ptr, q_ptr, consts_ptr, B, N: tl.constexpr,
+def _dselect_fwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, q_ptr, consts_ptr, B, N: tl.constexpr,
                  K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr,
                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rmask = rows < B
     rows = rows.to(tl.int64)
-    zrow = rows * (K * M)
+    zrow = rows * stride_zb
     kcols = tl.arange(0, KP)
-    alpha = _softmax_rows(w_ptr, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
+    alpha = _softmax_rows(w_ptr, stride_wb, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
     for start in range(0, N, BLOCK_N):
         e = start + tl.arange(0, BLOCK_N)
         q = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC)
         for i in range(K):
             r = _column(alpha, kcols, i)[:, None] + tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC)
             for j in tl.static_range(M):
-                r = r * _factor(z_ptr, zrow, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
+                r = r * _factor(z_ptr, zrow, stride_zk, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
             q += r
         mask = rmask[:, None] & (e < N)[None, :]
         tl.store(q_ptr + rows[:, None] * N + e[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _dselect_bwd(z_ptr, w_ptr, dq_ptr, dz_ptr, dw_ptr, consts_ptr, B, N: tl.constexpr,
+def _dselect_bwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, dq_ptr, dz_ptr, dw_ptr, consts_ptr, B,
+                 N: tl.constexpr,
                  K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr, MP: tl.constexpr,
                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rmask = rows < B
     rows = rows.to(tl.int64)
-    zrow = rows * (K * M)
+    zrow = rows * stride_zb
     kcols = tl.arange(0, KP)
     mcols = tl.arange(0, MP)
-    alpha = _softmax_rows(w_ptr, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
+    alpha = _softmax_rows(w_ptr, stride_wb, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
     dalpha = tl.zeros((BLOCK_B, KP), dtype=ACC)
     for i in range(K):
         da = tl.zeros((BLOCK_B,), dtype=ACC)  # sum_e dq[e] r_i[e]
@@ -130,23 +132,23 @@ def _dselect_bwd(z_ptr, w_ptr, dq_ptr, dz_ptr, dw_ptr, consts_ptr, B, N: tl.cons
             dq = tl.load(dq_ptr + rows[:, None] * N + e[None, :], mask=mask, other=0.0).to(ACC)
             r = dq
             for j in tl.static_range(M):
-                r = r * _factor(z_ptr, zrow, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
+                r = r * _factor(z_ptr, zrow, stride_zk, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
             da += tl.sum(r, axis=1)
             for j in tl.static_range(M):
                 bit = ((e >> (M - 1 - j)) & 1) == 1
                 g = tl.where(bit[None, :], dq, -dq)
                 for other in tl.static_range(M):
                     if other != j:
-                        g = g * _factor(z_ptr, zrow, rmask, i, other, e, half_gamma, c3, c1, M, ACC)
+                        g = g * _factor(z_ptr, zrow, stride_zk, rmask, i, other, e, half_gamma, c3, c1, M, ACC)
                 ds = tl.where(mcols[None, :] == j, ds + tl.sum(g, axis=1)[:, None], ds)
         dalpha = tl.where(kcols[None, :] == i, da[:, None], dalpha)
         # dz_ij = alpha_i ds_ij smooth_step'(z_ij); smooth_step' = 3 c3 z^2 + c1 strictly inside the band, else 0
-        zoffs = zrow[:, None] + i * M + mcols[None, :]
         zmask = rmask[:, None] & (mcols < M)[None, :]
-        z = tl.load(z_ptr + zoffs, mask=zmask, other=0.0).to(ACC)
+        z = tl.load(z_ptr + zrow[:, None] + i * stride_zk + mcols[None, :], mask=zmask, other=0.0).to(ACC)
         slope = tl.where((z <= -half_gamma) | (z >= half_gamma), 0.0, 3.0 * c3 * z * z + c1)
         dz = _column(alpha, kcols, i)[:, None] * ds * slope
-        tl.store(dz_ptr + zoffs, dz.to(dz_ptr.dtype.element_ty), mask=zmask)
+        dzoffs = rows[:, None] * (K * M) + i * M + mcols[None, :]  # dz is contiguous
+        tl.store(dz_ptr + dzoffs, dz.to(dz_ptr.dtype.element_ty), mask=zmask)
     dw = alpha * (dalpha - tl.sum(alpha * dalpha, axis=1)[:, None])
     wmask = rmask[:, None] & (kcols < K)[None, :]
     tl.store(dw_ptr + rows[:, None] * K + kcols[None, :], dw.to(dw_ptr.dtype.element_ty), mask=wmask)
@@ -180,7 +182,8 @@ def _acc_dtype(dtype: torch.dtype):
 
 
 class _DSelectK(torch.autograd.Function):
-    """``(z (B, k, m), w (B, k)) -> q (B, n)`` with the fused backward; inputs contiguous, float32 or float64."""
+    """``(z (B, k, m), w (B, k)) -> q (B, n)`` with the fused backward; float32 or float64, rows strided, each row
+    contiguous."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, w: torch.Tensor, num_experts: int, gamma: float) -> torch.Tensor:
@@ -189,7 +192,8 @@ class _DSelectK(torch.autograd.Function):
         q = torch.empty((batch, num_experts), dtype=z.dtype, device=z.device)
         if batch:
             _dselect_fwd[(programs,)](
-                z, w, q, _constants(gamma, z.dtype, z.device), batch, N=num_experts,
+                z, z.stride(0), z.stride(1), w, w.stride(0), q, _constants(gamma, z.dtype, z.device), batch,
+                N=num_experts,
                 K=k, KP=triton.next_power_of_2(k), M=m, BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
             )
         ctx.save_for_backward(z, w)
@@ -202,11 +206,13 @@ class _DSelectK(torch.autograd.Function):
         z, w = ctx.saved_tensors
         batch, k, m = z.shape
         dq = dq.contiguous().to(z.dtype)
-        dz, dw = torch.empty_like(z), torch.empty_like(w)
+        dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)  # contiguous, whatever z's strides
+        dw = torch.empty(w.shape, dtype=w.dtype, device=w.device)
         block_b, block_n, programs = launch_config(batch, ctx.num_experts)
         if batch:
             _dselect_bwd[(programs,)](
-                z, w, dq, dz, dw, _constants(ctx.gamma, z.dtype, z.device), batch, N=ctx.num_experts,
+                z, z.stride(0), z.stride(1), w, w.stride(0), dq, dz, dw, _constants(ctx.gamma, z.dtype, z.device),
+                batch, N=ctx.num_experts,
                 K=k, KP=triton.next_power_of_2(k), M=m, MP=triton.next_power_of_2(m),
                 BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
             )
@@ -230,8 +236,14 @@ def dselect_k_weights_triton(z_logits: torch.Tensor, w_logits: torch.Tensor, num
     *lead, k, m = z_logits.shape
     if m != spec.num_code_bits(num_experts):  # checked by the caller too; the kernels rely on it
         raise ValueError(f"z_logits: expected last axis {spec.num_code_bits(num_experts)}; got {m}")
-    z = z_logits.reshape(-1, k, m).contiguous()
-    w = w_logits.reshape(-1, k).contiguous()
+    # Rows may be strided (z and w as column slices of one projection ``x @ [W_z | W_w]``); within a row the
+    # kernels want unit stride along m and k.
+    z = z_logits.reshape(-1, k, m)
+    if z.stride(2) != 1:
+        z = z.contiguous()
+    w = w_logits.reshape(-1, k)
+    if w.stride(1) != 1:
+        w = w.contiguous()
     if z.is_cuda:
         with torch.cuda.device(z.device):
             q = _DSelectK.apply(z, w, num_experts, float(gamma))

@@ -276,6 +276,13 @@ class Gate(keras.layers.Layer):
         out = tf.matmul(x, self._params[kernel])
         return out + self._params[bias] if bias else out
 
+    def _affines(self, x: tf.Tensor, *heads: tuple[str, str | None]) -> list[tf.Tensor]:
+        """``[x @ kernel + bias for (kernel, bias) in heads]`` as one matmul with the kernels side by side: ``x``
+        is read once (forward and backward) instead of once per head. Biases are added per head (None: none)."""
+        kernels = [self._params[kernel] for kernel, _ in heads]
+        outs = tf.split(tf.matmul(x, tf.concat(kernels, axis=1)), [int(kr.shape[1]) for kr in kernels], axis=-1)
+        return [out + self._params[bias] if bias else out for out, (_, bias) in zip(outs, heads, strict=True)]
+
     def __call__(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None, **kw):
         # Checked here, before Keras wraps exceptions raised inside `call` into a longer message.
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
@@ -289,10 +296,11 @@ class Gate(keras.layers.Layer):
         reg = tf.zeros((), dtype=self.compute_dtype)
         n, k = cfg.num_experts, cfg.k
         if cfg.name == "dselect_k":
-            z = self._affine(x, "z_kernel", "z_bias", "z_logits")
-            if x is not None:
-                z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m); static z_logits are (k, m) already
-            w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
+            if x is None:
+                z, w = (tf.convert_to_tensor(self._params[key]) for key in ("z_logits", "w_logits"))  # (k, m), (k,)
+            else:
+                z, w = self._affines(x, ("z_kernel", "z_bias"), ("w_kernel", "w_bias"))
+                z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m), w (b, k)
             q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
             entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
             if entropy or unreachable:
@@ -310,12 +318,16 @@ class Gate(keras.layers.Layer):
             if training and h["l0_reg"] > 0:
                 reg = reg + h["l0_reg"] * tf.reduce_mean(hard_concrete_l0(la, h["beta"], h["limits"]))
         else:
-            logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
+            noisy = cfg.name == "topk" and training and h["noisy"]
+            if noisy and x is not None:
+                logits, noise_l = self._affines(x, ("kernel", "bias"), ("noise_kernel", None))  # (b, n) each
+            else:
+                logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
+                noise_l = tf.convert_to_tensor(self._params["noise_logits"]) if noisy else None
             if cfg.name == "softmax":
                 q = softmax_weights(logits)
             else:
-                if training and h["noisy"]:
-                    noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
+                if noisy:
                     eps = noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
                     logits = logits + eps * tf.nn.softplus(noise_l)
                 q = topk_weights(logits, k)

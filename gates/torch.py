@@ -263,16 +263,24 @@ class Gate(nn.Module):
         out = x @ getattr(self, kernel)
         return out + getattr(self, bias) if bias else out
 
+    def _affines(self, x: torch.Tensor, *heads: tuple[str, str | None]) -> list[torch.Tensor]:
+        """``[x @ kernel + bias for (kernel, bias) in heads]`` as one matmul with the kernels side by side: ``x``
+        is read once (forward and backward) instead of once per head. Biases are added per head (None: none)."""
+        kernels = [getattr(self, kernel) for kernel, _ in heads]
+        outs = (x @ torch.cat(kernels, dim=1)).split([kr.shape[1] for kr in kernels], dim=-1)
+        return [out + getattr(self, bias) if bias else out for out, (_, bias) in zip(outs, heads, strict=True)]
+
     def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
         cfg, h, training = self.config, self.config.hparams, self.training
         reg = torch.zeros((), dtype=self.dtype, device=self.regularization_loss.device)
         n, k = cfg.num_experts, cfg.k
         if cfg.name == "dselect_k":
-            z = self._affine(x, "z_kernel", "z_bias", "z_logits")
-            if x is not None:
-                z = z.reshape(-1, k, cfg.num_bits)  # (b, k, m); static z_logits are (k, m) already
-            w = self._affine(x, "w_kernel", "w_bias", "w_logits")  # (b, k) or (k,)
+            if x is None:
+                z, w = self.z_logits, self.w_logits  # (k, m), (k,)
+            else:
+                z, w = self._affines(x, ("z_kernel", "z_bias"), ("w_kernel", "w_bias"))
+                z = z.reshape(-1, k, cfg.num_bits)  # (b, k, m), w (b, k)
             q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
             entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
             if entropy or unreachable:
@@ -290,12 +298,16 @@ class Gate(nn.Module):
             if training and h["l0_reg"] > 0:
                 reg = reg + h["l0_reg"] * hard_concrete_l0(la, h["beta"], h["limits"]).mean()
         else:
-            logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
+            noisy = cfg.name == "topk" and training and h["noisy"]
+            if noisy and x is not None:
+                logits, noise_l = self._affines(x, ("kernel", "bias"), ("noise_kernel", None))  # (b, n) each
+            else:
+                logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
+                noise_l = self.noise_logits if noisy else None
             if cfg.name == "softmax":
                 q = softmax_weights(logits)
             else:
-                if training and h["noisy"]:
-                    noise_l = self._affine(x, "noise_kernel", None, "noise_logits")
+                if noisy:
                     eps = noise if noise is not None else torch.randn_like(logits)
                     logits = logits + eps * nn.functional.softplus(noise_l)
                 q = topk_weights(logits, k)

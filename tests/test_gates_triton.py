@@ -78,6 +78,20 @@ def test_weights_and_gradients_match_the_float64_reference(gt, device, lead, k, 
         assert_close("dz vs finite differences", gz[row], fz, atol=1e-7)
 
 
+def test_strided_rows_column_slices_of_one_projection(gt, device, rng):
+    n, k, b = 16, 3, 11
+    m = spec.num_code_bits(n)
+    zw = torch.tensor(rng.normal(size=(b, k * m + k)), dtype=torch.float64, device=device, requires_grad=True)
+    z, w = zw[:, : k * m].reshape(b, k, m), zw[:, k * m :]  # views: row stride k * m + k
+    assert z.stride(0) == k * m + k and not w.is_contiguous()
+    c = torch.tensor(rng.normal(size=(b, n)), dtype=torch.float64, device=device)
+    (gt.dselect_k_weights(z, w, n, impl="triton") * c).sum().backward()
+    got = zw.grad.cpu().numpy()
+    zw.grad = None
+    (gt.dselect_k_weights(z.cpu(), w.cpu(), n, impl="bitwise") * c.cpu()).sum().backward()
+    assert_close("d[z | w]", got, zw.grad.cpu().numpy(), atol=1e-12)
+
+
 def test_float32_matches_the_reference(gt, device, rng):
     z, w, c = _inputs(rng, (33,), 4, 64)
     q, gz, gw = _weights_and_grads(gt, z, w, c, 64, dtype=torch.float32, device=device)
