@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import torch
 import triton
@@ -31,10 +32,14 @@ import triton.language as tl
 
 from . import spec
 
-__all__ = ["dselect_k_weights_triton", "interpreted", "launch_config"]
+__all__ = ["KERNELS", "dselect_k_weights_triton", "interpreted", "kernel_launch", "launch_config"]
 
 MAX_BLOCK_N = 256  # experts per chunk; more experts loop over chunks
-TILE = 2048  # rows x experts per program, at most
+# Rows x experts per program, at most, and warps per program. Chosen from ptxas's register counts for sm_90
+# (scripts/triton_resources.py, no GPU needed): with 4 warps, 512-element tiles keep every kernel of the kernels
+# suite's shapes at 128 registers or fewer and without spills; 2048 spilled in the backward. Not tuned on hardware.
+TILE = {"fwd": 512, "bwd": 512}
+NUM_WARPS = 4  # at most; a tile under 512 elements gets one warp per 128
 MIN_PROGRAMS = 512  # shrink BLOCK_B until the grid has about this many programs (a few waves on 132 SMs)
 
 
@@ -154,20 +159,37 @@ def _dselect_bwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, dq_ptr, dz_ptr, 
     tl.store(dw_ptr + rows[:, None] * K + kcols[None, :], dw.to(dw_ptr.dtype.element_ty), mask=wmask)
 
 
-def launch_config(batch: int, num_experts: int, min_programs: int | None = None) -> tuple[int, int, int]:
+KERNELS: dict[str, Any] = {"fwd": _dselect_fwd, "bwd": _dselect_bwd}
+
+
+def launch_config(batch: int, num_experts: int, tile: int, min_programs: int | None = None) -> tuple[int, int, int]:
     """``(BLOCK_B, BLOCK_N, programs)`` for ``batch`` rows of ``num_experts`` experts.
 
-    ``BLOCK_N`` is the experts' padded power of two, at most ``MAX_BLOCK_N``; ``BLOCK_B`` fills a ``TILE`` of
+    ``BLOCK_N`` is the experts' padded power of two, at most ``MAX_BLOCK_N``; ``BLOCK_B`` fills a ``tile`` of
     ``BLOCK_B x BLOCK_N`` and is halved while the grid has fewer than ``min_programs`` programs (default
     ``MIN_PROGRAMS``, so that a small batch still spreads over the GPU; 1 in the interpreter, which runs programs one
     after another)."""
     if min_programs is None:
         min_programs = 1 if _INTERPRETED else MIN_PROGRAMS
     block_n = min(triton.next_power_of_2(num_experts), MAX_BLOCK_N)
-    block_b = max(1, TILE // block_n)
+    block_b = max(1, tile // block_n)
     while block_b > 1 and triton.cdiv(batch, block_b) < min_programs:
         block_b //= 2
     return block_b, block_n, triton.cdiv(batch, block_b)
+
+
+def kernel_launch(kind: str, batch: int, num_experts: int, k: int, dtype: torch.dtype) -> tuple[int, dict]:
+    """``(programs, meta)`` of the ``"fwd"`` or ``"bwd"`` kernel: its grid and its compile-time arguments
+    (``constexpr`` values and ``num_warps``). ``scripts/triton_resources.py`` compiles the same launches ahead of
+    time to read their register use."""
+    block_b, block_n, programs = launch_config(batch, num_experts, TILE[kind])
+    m = spec.num_code_bits(num_experts)
+    meta = {"N": num_experts, "K": k, "KP": triton.next_power_of_2(k), "M": m, "BLOCK_B": block_b,
+            "BLOCK_N": block_n, "ACC": tl.float64 if dtype == torch.float64 else tl.float32,
+            "num_warps": max(1, min(NUM_WARPS, block_b * block_n // 128))}  # a small tile: fewer idle threads
+    if kind == "bwd":
+        meta["MP"] = triton.next_power_of_2(m)
+    return programs, meta
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,10 +199,6 @@ def _constants(gamma: float, dtype: torch.dtype, device: torch.device) -> torch.
     return torch.tensor([gamma / 2, -2.0 / gamma**3, 1.5 / gamma], dtype=dtype, device=device)
 
 
-def _acc_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 class _DSelectK(torch.autograd.Function):
     """``(z (B, k, m), w (B, k)) -> q (B, n)`` with the fused backward; float32 or float64, rows strided, each row
     contiguous."""
@@ -188,13 +206,11 @@ class _DSelectK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, w: torch.Tensor, num_experts: int, gamma: float) -> torch.Tensor:
         batch, k, m = z.shape
-        block_b, block_n, programs = launch_config(batch, num_experts)
         q = torch.empty((batch, num_experts), dtype=z.dtype, device=z.device)
         if batch:
+            programs, meta = kernel_launch("fwd", batch, num_experts, k, z.dtype)
             _dselect_fwd[(programs,)](
-                z, z.stride(0), z.stride(1), w, w.stride(0), q, _constants(gamma, z.dtype, z.device), batch,
-                N=num_experts,
-                K=k, KP=triton.next_power_of_2(k), M=m, BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
+                z, z.stride(0), z.stride(1), w, w.stride(0), q, _constants(gamma, z.dtype, z.device), batch, **meta
             )
         ctx.save_for_backward(z, w)
         ctx.num_experts, ctx.gamma = num_experts, gamma
@@ -208,13 +224,11 @@ class _DSelectK(torch.autograd.Function):
         dq = dq.contiguous().to(z.dtype)
         dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)  # contiguous, whatever z's strides
         dw = torch.empty(w.shape, dtype=w.dtype, device=w.device)
-        block_b, block_n, programs = launch_config(batch, ctx.num_experts)
         if batch:
+            programs, meta = kernel_launch("bwd", batch, ctx.num_experts, k, z.dtype)
             _dselect_bwd[(programs,)](
                 z, z.stride(0), z.stride(1), w, w.stride(0), dq, dz, dw, _constants(ctx.gamma, z.dtype, z.device),
-                batch, N=ctx.num_experts,
-                K=k, KP=triton.next_power_of_2(k), M=m, MP=triton.next_power_of_2(m),
-                BLOCK_B=block_b, BLOCK_N=block_n, ACC=_acc_dtype(z.dtype),
+                batch, **meta
             )
         return dz, dw, None, None
 

@@ -1,0 +1,106 @@
+"""Compile DSelect-k's Triton kernels ahead of time for a GPU architecture, without a GPU, and report their
+resources: registers per thread and local-memory spill (ptxas, through the cuobjdump shipped with Triton).
+
+The launches are the ones ``gates.dselect_triton`` makes (``kernel_launch``) at the ``kernels`` suite's shapes.
+This checks that the kernels compile for the GPU (Triton's interpreter, which the CPU tests use, does not) and
+that no launch spills. It says nothing about speed.
+
+    .venv/bin/python scripts/triton_resources.py --out docs/results/triton_resources_sm90.json
+
+Run it without ``TRITON_INTERPRET=1`` in the environment (the interpreter has nothing to compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("TRITON_INTERPRET=1 is set: unset it, there is nothing to compile in Triton's interpreter")
+# A fresh cache, so that every kernel is compiled here (and compile_s is a compile time, not a cache hit).
+os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="gatebench-triton-cache-")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gates import dselect_triton  # noqa: E402
+from harness.results import provenance  # noqa: E402
+
+# (batch, experts, k): the kernels suite's three named scales, then its sweep of n at the paper's batch.
+SHAPES = [(4096, 16, 4), (16384, 64, 4), (16384, 256, 8)] + [(4096, n, 4) for n in (8, 32, 128, 512)]
+_TYPES = {torch.float32: "fp32", torch.float64: "fp64"}
+
+
+def _cuobjdump() -> str:
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not path.exists():
+        sys.exit(f"cuobjdump not found at {path}: this Triton build does not ship the NVIDIA tools")
+    return str(path)
+
+
+def resources(cubin: bytes) -> dict[str, int]:
+    """``REG``, ``STACK``, ``SHARED`` and ``LOCAL`` of the one kernel in a cubin (``cuobjdump -res-usage``)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([_cuobjdump(), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if "REG:" in line)
+    return {key.lower(): int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line)}
+
+
+def compile_launch(kind: str, batch: int, experts: int, k: int, dtype: torch.dtype, arch: int) -> dict:
+    """Compile the ``kind`` kernel as ``gates.dselect_triton`` launches it; its launch and resources."""
+    fn = dselect_triton.KERNELS[kind]
+    programs, meta = dselect_triton.kernel_launch(kind, batch, experts, k, dtype)
+    num_warps = meta.pop("num_warps")
+    signature = {name: "constexpr" if name in meta else (f"*{_TYPES[dtype]}" if name.endswith("_ptr") else "i32")
+                 for name in fn.arg_names}
+    t0 = time.perf_counter()
+    compiled = triton.compile(ASTSource(fn, signature, meta), target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": num_warps})
+    seconds = time.perf_counter() - t0
+    launch = {key: value for key, value in meta.items() if key != "ACC"}
+    return {"kernel": kind, "batch": batch, "experts": experts, "k": k, "dtype": str(dtype).removeprefix("torch."),
+            "programs": programs, "num_warps": num_warps, **launch, **resources(compiled.asm["cubin"]),
+            "compile_s": round(seconds, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100/H200)")
+    parser.add_argument("--shapes", default="all", choices=["all", "named"],
+                        help="'named': the suite's three named scales only")
+    args = parser.parse_args(argv)
+    shapes = SHAPES if args.shapes == "all" else SHAPES[:3]
+    rows = []
+    for batch, experts, k in shapes:
+        for kind in ("fwd", "bwd"):
+            row = compile_launch(kind, batch, experts, k, torch.float32, args.arch)
+            rows.append(row)
+            print(f"{kind} b={batch} n={experts} k={k}: BLOCK_B={row['BLOCK_B']} BLOCK_N={row['BLOCK_N']} "
+                  f"warps={row['num_warps']} registers={row['reg']} spill(stack)={row['stack']} B "
+                  f"local={row['local']} B ({row['compile_s']} s)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"provenance": provenance({"triton": triton.__version__, "torch": torch.__version__}),
+            "target": f"cuda sm_{args.arch}", "rows": rows}
+    args.out.write_text(json.dumps(meta, indent=1) + "\n")
+    spilled = [r for r in rows if r["stack"] or r["local"]]
+    print(f"{len(rows)} kernels compiled for sm_{args.arch}; {len(spilled)} spill")
+    return 1 if spilled else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
