@@ -9,9 +9,15 @@ row's ``m`` smooth-stepped bits and never written out. Memory traffic is the flo
 Backward, for the row's ``alpha = softmax(w)``:
 
 * ``dalpha_i = sum_e dq[e] r_i[e]``, then the softmax backward ``dw = alpha * (dalpha - <alpha, dalpha>)``;
-* ``ds_ij = alpha_i sum_e dq[e] (+1 if bit_j(e) else -1) prod_{l != j} f_il[e]``: the product over the other bits
-  is recomputed, never divided out (a saturated bit has a factor of exactly 0);
-* ``dz_ij = ds_ij * smooth_step'(z_ij)``, zero outside ``(-gamma/2, gamma/2)`` as in autograd of ``smooth_step``.
+* ``ds_ij = sum_e dq[e] (+1 if bit_j(e) else -1) prod_{l != j} f_il[e]``. With ``t = dq * r_i``, the experts whose
+  bit ``j`` is set all carry the factor ``s_ij`` and the others ``1 - s_ij``, so ``ds_ij = ones_ij / s_ij -
+  zeros_ij / (1 - s_ij)`` where ``ones_ij`` and ``zeros_ij`` are the sums of ``t`` over either set: O(m) work per
+  expert, not the O(m^2) of recomputing every product without one factor. Each quotient divides a sum by the very
+  factor each of its terms holds, so it is accurate to rounding however small the factor (short of underflow). A
+  factor of exactly 0 or 1 is a saturated bit, whose slope (below) is 0, so its quotient is taken as 0, not
+  0 / 0; or, rarely, a bit within rounding of a band edge with a small non-zero slope: the programs holding one
+  recompute it the O(m^2) way (``_ds_by_products``);
+* ``dz_ij = alpha_i ds_ij smooth_step'(z_ij)``, zero outside ``(-gamma/2, gamma/2)`` as in autograd of ``smooth_step``.
 
 Half-precision inputs are computed in float32 (as every DSelect-k implementation here); float64 stays float64.
 No second derivative. With ``TRITON_INTERPRET=1`` set before this module is imported, Triton's interpreter runs
@@ -36,8 +42,9 @@ __all__ = ["KERNELS", "dselect_k_weights_triton", "interpreted", "kernel_launch"
 
 MAX_BLOCK_N = 256  # experts per chunk; more experts loop over chunks
 # Rows x experts per program, at most, and warps per program. Chosen from ptxas's register counts for sm_90
-# (scripts/triton_resources.py, no GPU needed): with 4 warps, 512-element tiles keep every kernel of the kernels
-# suite's shapes at 128 registers or fewer and without spills; 2048 spilled in the backward. Not tuned on hardware.
+# (scripts/triton_resources.py, no GPU needed, results in docs/results/triton_resources_sm90.json): 512-element
+# tiles keep the kernels of the kernels suite's shapes at 150 registers or fewer, without spills except 20 bytes in
+# the backward at n=512; 2048-element tiles spilled hundreds of bytes in the backward. Not tuned on hardware.
 TILE = {"fwd": 512, "bwd": 512}
 NUM_WARPS = 4  # at most; a tile under 512 elements gets one warp per 128
 MIN_PROGRAMS = 512  # shrink BLOCK_B until the grid has about this many programs (a few waves on 132 SMs)
@@ -83,12 +90,34 @@ def _column(tile, cols, i):
 
 
 @triton.jit
-def _factor(z_ptr, zrow, stride_zk, rmask, i, j: tl.constexpr, e, half_gamma, c3, c1,
+def _factor(z_ptr, zrow, stride_zk, rmask, i, j, e, half_gamma, c3, c1,
             M: tl.constexpr, ACC: tl.constexpr):
     """Bit ``j``'s factor of selector ``i`` over the chunk ``e``: ``(BLOCK_B, BLOCK_N)``, ``s`` or ``1 - s``."""
     s = _smooth_step(tl.load(z_ptr + zrow + i * stride_zk + j, mask=rmask, other=0.0).to(ACC), half_gamma, c3, c1)
     bit = ((e >> (M - 1 - j)) & 1) == 1
     return tl.where(bit[None, :], s[:, None], 1.0 - s[:, None])
+
+
+@triton.jit
+def _ds_by_products(z_ptr, zrow, stride_zk, dq_ptr, rows, rmask, i, half_gamma, c3, c1, N: tl.constexpr,
+                    M: tl.constexpr, MP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                    ACC: tl.constexpr):
+    """``ds_ij`` of selector ``i`` (a ``(BLOCK_B, MP)`` tile) with every product over the other bits recomputed:
+    O(m^2) per expert, exact whatever the factors. The backward's fallback for a factor rounded to 0 or 1."""
+    mcols = tl.arange(0, MP)
+    ds = tl.zeros((BLOCK_B, MP), dtype=ACC)
+    for start in range(0, N, BLOCK_N):
+        e = start + tl.arange(0, BLOCK_N)
+        dq = tl.load(dq_ptr + rows[:, None] * N + e[None, :], mask=rmask[:, None] & (e < N)[None, :],
+                     other=0.0).to(ACC)
+        for j in range(M):  # loops, not unrolled: this path is rare, and unrolled it costs every program registers
+            bit = ((e >> (M - 1 - j)) & 1) == 1
+            g = tl.where(bit[None, :], dq, -dq)
+            for other in range(M):
+                f = _factor(z_ptr, zrow, stride_zk, rmask, i, other, e, half_gamma, c3, c1, M, ACC)
+                g = g * tl.where(other == j, 1.0, f)
+            ds = tl.where(mcols[None, :] == j, ds + tl.sum(g, axis=1)[:, None], ds)
+    return ds
 
 
 @triton.jit
@@ -130,27 +159,39 @@ def _dselect_bwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, dq_ptr, dz_ptr, 
     dalpha = tl.zeros((BLOCK_B, KP), dtype=ACC)
     for i in range(K):
         da = tl.zeros((BLOCK_B,), dtype=ACC)  # sum_e dq[e] r_i[e]
-        ds = tl.zeros((BLOCK_B, MP), dtype=ACC)  # column j: sum_e dq[e] dr_i[e]/ds_ij
+        ones = tl.zeros((BLOCK_B, MP), dtype=ACC)  # column j: sum over the experts with bit j set of dq r_i
+        zeros = tl.zeros((BLOCK_B, MP), dtype=ACC)  # column j: the same over the experts with bit j clear
         for start in range(0, N, BLOCK_N):
             e = start + tl.arange(0, BLOCK_N)
             mask = rmask[:, None] & (e < N)[None, :]
-            dq = tl.load(dq_ptr + rows[:, None] * N + e[None, :], mask=mask, other=0.0).to(ACC)
-            r = dq
+            t = tl.load(dq_ptr + rows[:, None] * N + e[None, :], mask=mask, other=0.0).to(ACC)
             for j in tl.static_range(M):
-                r = r * _factor(z_ptr, zrow, stride_zk, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
-            da += tl.sum(r, axis=1)
+                t = t * _factor(z_ptr, zrow, stride_zk, rmask, i, j, e, half_gamma, c3, c1, M, ACC)
+            da += tl.sum(t, axis=1)  # t = dq * r_i
             for j in tl.static_range(M):
                 bit = ((e >> (M - 1 - j)) & 1) == 1
-                g = tl.where(bit[None, :], dq, -dq)
-                for other in tl.static_range(M):
-                    if other != j:
-                        g = g * _factor(z_ptr, zrow, stride_zk, rmask, i, other, e, half_gamma, c3, c1, M, ACC)
-                ds = tl.where(mcols[None, :] == j, ds + tl.sum(g, axis=1)[:, None], ds)
+                # both sums taken directly: one as the total minus the other would cancel when s_ij is near 0 or 1
+                one = tl.sum(tl.where(bit[None, :], t, 0.0), axis=1)
+                zero = tl.sum(tl.where(bit[None, :], 0.0, t), axis=1)
+                ones = tl.where(mcols[None, :] == j, ones + one[:, None], ones)
+                zeros = tl.where(mcols[None, :] == j, zeros + zero[:, None], zeros)
         dalpha = tl.where(kcols[None, :] == i, da[:, None], dalpha)
         # dz_ij = alpha_i ds_ij smooth_step'(z_ij); smooth_step' = 3 c3 z^2 + c1 strictly inside the band, else 0
         zmask = rmask[:, None] & (mcols < M)[None, :]
         z = tl.load(z_ptr + zrow[:, None] + i * stride_zk + mcols[None, :], mask=zmask, other=0.0).to(ACC)
+        sj = _smooth_step(z, half_gamma, c3, c1)
+        # ds_ij = sum_e dq[e] dr_i[e]/ds_ij = ones_j / s_ij - zeros_j / (1 - s_ij): each sum holds its factor once.
+        # A factor of exactly 0 is a saturated bit (slope 0 below), whose ds is not needed: 0, not 0 / 0.
+        ds = (tl.where(sj != 0.0, ones / tl.where(sj != 0.0, sj, 1.0), 0.0)
+              - tl.where(sj != 1.0, zeros / tl.where(sj != 1.0, 1.0 - sj, 1.0), 0.0))
         slope = tl.where((z <= -half_gamma) | (z >= half_gamma), 0.0, 3.0 * c3 * z * z + c1)
+        # Inside the band a factor can still round to exactly 0 or 1 (z within ~1e-4 of an edge in float32); its
+        # slope is small but not 0, and the quotient has lost that term. Rare: those programs recompute such rows.
+        rounded = zmask & ((sj == 0.0) | (sj == 1.0)) & (slope != 0.0)
+        if tl.max(rounded.to(tl.int32)) > 0:
+            exact = _ds_by_products(z_ptr, zrow, stride_zk, dq_ptr, rows, rmask, i, half_gamma, c3, c1,
+                                    N, M, MP, BLOCK_B, BLOCK_N, ACC)
+            ds = tl.where(rounded, exact, ds)
         dz = _column(alpha, kcols, i)[:, None] * ds * slope
         dzoffs = rows[:, None] * (K * M) + i * M + mcols[None, :]  # dz is contiguous
         tl.store(dz_ptr + dzoffs, dz.to(dz_ptr.dtype.element_ty), mask=zmask)
