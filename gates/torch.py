@@ -228,7 +228,8 @@ class Gate(nn.Module):
     ``gate()`` (static) or ``gate(x)`` (per-example, ``x (b, p)``) returns the expert weights ``(n,)`` or ``(b, n)``.
     In training mode the call also sets ``gate.regularization_loss`` (a scalar tensor; 0 in eval mode).
     ``noise``: Top-k's standard normal noise or hard concrete's uniform ``u`` for a training sample; drawn from
-    the torch generator when omitted.
+    the torch generator when omitted. A given ``u`` is checked to lie in (0, 1), which reads its values (a host
+    sync on a GPU); ``check_noise=False`` skips that for noise already checked (the harness checks its once).
     """
 
     def __init__(
@@ -270,7 +271,8 @@ class Gate(nn.Module):
         outs = (x @ torch.cat(kernels, dim=1)).split([kr.shape[1] for kr in kernels], dim=-1)
         return [out + getattr(self, bias) if bias else out for out, (_, bias) in zip(outs, heads, strict=True)]
 
-    def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None,
+                check_noise: bool = True) -> torch.Tensor:
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
         cfg, h, training = self.config, self.config.hparams, self.training
         reg = torch.zeros((), dtype=self.dtype, device=self.regularization_loss.device)
@@ -294,7 +296,8 @@ class Gate(nn.Module):
             u = None
             if training:
                 u = noise if noise is not None else _uniform_noise(la)
-            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=noise is not None))
+            check_u = noise is not None and check_noise
+            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=check_u))
             if training and h["l0_reg"] > 0:
                 reg = reg + h["l0_reg"] * hard_concrete_l0(la, h["beta"], h["limits"]).mean()
         else:

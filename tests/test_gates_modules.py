@@ -8,7 +8,7 @@ import pytest
 from gates import reference as ref
 from gates import spec
 
-from ._fw import assert_close, gate_run
+from ._fw import assert_close, gate_run, name_of
 
 EXPERTS = [2, 5, 6, 16, 64, 256]
 # Regularisers switched on so that their values and gradients are compared too.
@@ -154,3 +154,26 @@ def _tensor(G, x):
     import tensorflow as tf
 
     return tf.constant(x, dtype=tf.float32)
+
+
+def test_noise_check_can_be_skipped_for_checked_noise(G, rng):
+    """A given hard-concrete ``u`` is checked (a read of its values); ``check_noise=False`` skips the check, so the
+    harness can time the gate without a host sync per call. Both give the same weights for valid noise."""
+    gate = G.make_gate("hard_concrete", 6, 2, 4, seed=1)
+    x, u = rng.normal(size=(3, 4)), rng.uniform(0.1, 0.9, size=(3, 6))
+    bad = u.copy()
+    bad[0, 0] = 1.0
+    if name_of(G) == "torch":
+        import torch
+
+        gate.train()
+        xt, ut, bt = (torch.tensor(a, dtype=torch.float32) for a in (x, u, bad))
+        call = lambda noise, check: gate(xt, noise=noise, check_noise=check).detach()  # noqa: E731
+    else:
+        import tensorflow as tf
+
+        xt, ut, bt = (tf.constant(a, dtype=tf.float32) for a in (x, u, bad))
+        call = lambda noise, check: gate(xt, training=True, noise=noise, check_noise=check)  # noqa: E731
+    with pytest.raises(ValueError, match=r"u: expected values in the open interval \(0, 1\)"):
+        call(bt, True)
+    np.testing.assert_array_equal(np.asarray(call(ut, False)), np.asarray(call(ut, True)))
