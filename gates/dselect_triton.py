@@ -50,12 +50,12 @@ NUM_WARPS = 4  # at most; a tile under 512 elements gets one warp per 128
 MIN_PROGRAMS = 512  # shrink BLOCK_B until the grid has about this many programs (a few waves on 132 SMs)
 
 
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read by triton.jit when the kernels are defined
+
+
 def interpreted() -> bool:
     """True when the kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import time)."""
     return _INTERPRETED
-
-
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
