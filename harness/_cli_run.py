@@ -152,6 +152,7 @@ def list_command() -> None:
     from rich.table import Table
 
     import gates
+    from harness import cases
     from harness.adapters import Unavailable, framework_installed, get_adapter
     from harness.suite import expand, find_suites, load_suite
 
@@ -170,6 +171,8 @@ def list_command() -> None:
             suites.add_row(path.stem, "?", "-", str(path), f"[red]{exc}[/red]")
     console.print(suites)
     console.print("gates: " + ", ".join(gates.GATE_NAMES))
+    console.print("impls: " + ", ".join(cases.IMPLS) + f" ({', '.join(cases.DSELECT_ONLY_IMPLS)}: dselect_k only; "
+                  f"triton: PyTorch on a GPU, {_triton_status()})")
     frameworks = Table(title="frameworks and devices")
     for name in ("framework", "installed", "devices", "version / reason"):
         frameworks.add_column(name)
@@ -184,3 +187,12 @@ def list_command() -> None:
         except (Unavailable, ImportError) as exc:
             frameworks.add_row(fw, "broken", "-", str(exc))
     console.print(frameworks)
+
+
+def _triton_status() -> str:
+    """Whether DSelect-k's Triton kernels can be timed here, without importing a framework or Triton."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return "triton not installed here"
+    return "triton installed" + ("" if any(Path("/dev").glob("nvidia[0-9]*")) else "; no NVIDIA GPU seen here")

@@ -51,7 +51,7 @@ def test_smoke_suite_gives_one_ok_row_per_gate_framework_mode_gating(gt, gf, tmp
 def test_list_shows_suites_gates_and_frameworks():
     result = CliRunner().invoke(_app(), ["list"])
     assert result.exit_code == 0, result.output
-    for word in ("smoke", "kernels", "regress", "dselect_k", "torch", "tf"):
+    for word in ("smoke", "kernels", "regress", "dselect_k", "torch", "tf", "impls:", "triton"):
         assert word in result.output
 
 
