@@ -84,6 +84,18 @@ def _softmax_rows(w_ptr, stride_wb, rows, rmask, K: tl.constexpr, KP: tl.constex
 
 
 @triton.jit
+def _program_rows(w_ptr, stride_wb, stride_zb, B, K: tl.constexpr, KP: tl.constexpr, BLOCK_B: tl.constexpr,
+                  ACC: tl.constexpr):
+    """This program's rows (int64), their mask, their offsets into ``z``, the ``k`` column indices and
+    ``alpha = softmax(w)`` of the rows, ``(BLOCK_B, KP)``."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    rows = rows.to(tl.int64)
+    alpha = _softmax_rows(w_ptr, stride_wb, rows, rmask, K, KP, ACC)
+    return rows, rmask, rows * stride_zb, tl.arange(0, KP), alpha
+
+
+@triton.jit
 def _column(tile, cols, i):
     """Column ``i`` of a ``(BLOCK_B, C)`` tile as a ``(BLOCK_B,)`` vector."""
     return tl.sum(tl.where(cols[None, :] == i, tile, 0.0), axis=1)
@@ -124,13 +136,8 @@ def _ds_by_products(z_ptr, zrow, stride_zk, dq_ptr, rows, rmask, i, half_gamma, 
 def _dselect_fwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, q_ptr, consts_ptr, B, N: tl.constexpr,
                  K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr,
                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    rows, rmask, zrow, kcols, alpha = _program_rows(w_ptr, stride_wb, stride_zb, B, K, KP, BLOCK_B, ACC)
     half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rmask = rows < B
-    rows = rows.to(tl.int64)
-    zrow = rows * stride_zb
-    kcols = tl.arange(0, KP)
-    alpha = _softmax_rows(w_ptr, stride_wb, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
     for start in range(0, N, BLOCK_N):
         e = start + tl.arange(0, BLOCK_N)
         q = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC)
@@ -148,14 +155,9 @@ def _dselect_bwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, dq_ptr, dz_ptr, 
                  N: tl.constexpr,
                  K: tl.constexpr, KP: tl.constexpr, M: tl.constexpr, MP: tl.constexpr,
                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    rows, rmask, zrow, kcols, alpha = _program_rows(w_ptr, stride_wb, stride_zb, B, K, KP, BLOCK_B, ACC)
     half_gamma, c3, c1 = _load_constants(consts_ptr, ACC)
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rmask = rows < B
-    rows = rows.to(tl.int64)
-    zrow = rows * stride_zb
-    kcols = tl.arange(0, KP)
     mcols = tl.arange(0, MP)
-    alpha = _softmax_rows(w_ptr, stride_wb, rows, rmask, K, KP, ACC)  # (BLOCK_B, KP)
     dalpha = tl.zeros((BLOCK_B, KP), dtype=ACC)
     for i in range(K):
         da = tl.zeros((BLOCK_B,), dtype=ACC)  # sum_e dq[e] r_i[e]

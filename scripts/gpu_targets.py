@@ -210,19 +210,15 @@ def evaluate(rows: Rows, name: str, impl: str, shape: dict[str, int], mode: str,
     if reasons:
         out["reason"] = "; ".join(reasons)
         return out, used
-    if metric == "time_ratio":
-        a, b = _finite(dsel.get("median_ms")), _finite(topk.get("median_ms"))
+    if metric in ("time_ratio", "mem_ratio"):
+        column = "median_ms" if metric == "time_ratio" else "peak_mem_bytes"
+        a, b = _finite(dsel.get(column)), _finite(topk.get(column))
         if a is None or b is None or b <= 0:
-            out["reason"] = f"no usable median_ms (dselect_k {a}, topk {b})"
+            out["reason"] = f"no usable {column} (dselect_k {a}, topk {b})"
             return out, used
         out["value"] = a / b
-        out["ci95"] = _ci(_samples(dsel), _samples(topk))
-    elif metric == "mem_ratio":
-        a, b = _finite(dsel.get("peak_mem_bytes")), _finite(topk.get("peak_mem_bytes"))
-        if a is None or b is None or b <= 0:
-            out["reason"] = f"no usable peak_mem_bytes (dselect_k {a}, topk {b})"
-            return out, used
-        out["value"] = a / b
+        if metric == "time_ratio":
+            out["ci95"] = _ci(_samples(dsel), _samples(topk))
     else:  # floor_ratio
         a = _finite(dsel.get("median_ms"))
         floor_ms = out["floor"]["floor_ms"]
