@@ -44,7 +44,7 @@ MAX_BLOCK_N = 256  # experts per chunk; more experts loop over chunks
 # Rows x experts per program, at most, and warps per program. Chosen from ptxas's register counts for sm_90
 # (scripts/triton_resources.py, no GPU needed, results in docs/results/triton_resources_sm90.json): 512-element
 # tiles keep the kernels of the kernels suite's shapes at 150 registers or fewer, without spills except 20 bytes in
-# the backward at n=512; 2048-element tiles spilled hundreds of bytes in the backward. Not tuned on hardware.
+# the backward at n=512; 2048-element tiles spilled in the backward. Not tuned on hardware.
 TILE = {"fwd": 512, "bwd": 512}
 NUM_WARPS = 4  # at most; a tile under 512 elements gets one warp per 128
 MIN_PROGRAMS = 512  # shrink BLOCK_B until the grid has about this many programs (a few waves on 132 SMs)
