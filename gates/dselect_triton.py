@@ -202,7 +202,7 @@ def _dselect_bwd(z_ptr, stride_zb, stride_zk, w_ptr, stride_wb, dq_ptr, dz_ptr, 
     tl.store(dw_ptr + rows[:, None] * K + kcols[None, :], dw.to(dw_ptr.dtype.element_ty), mask=wmask)
 
 
-KERNELS: dict[str, Any] = {"fwd": _dselect_fwd, "bwd": _dselect_bwd}
+KERNELS: dict[str, Any] = {"fwd": _dselect_fwd, "bwd": _dselect_bwd}  # what the autograd Function launches
 
 
 def launch_config(batch: int, num_experts: int, tile: int, min_programs: int | None = None) -> tuple[int, int, int]:
@@ -252,7 +252,7 @@ class _DSelectK(torch.autograd.Function):
         q = torch.empty((batch, num_experts), dtype=z.dtype, device=z.device)
         if batch:
             programs, meta = kernel_launch("fwd", batch, num_experts, k, z.dtype)
-            _dselect_fwd[(programs,)](
+            KERNELS["fwd"][(programs,)](
                 z, z.stride(0), z.stride(1), w, w.stride(0), q, _constants(gamma, z.dtype, z.device), batch, **meta
             )
         ctx.save_for_backward(z, w)
@@ -269,7 +269,7 @@ class _DSelectK(torch.autograd.Function):
         dw = torch.empty(w.shape, dtype=w.dtype, device=w.device)
         if batch:
             programs, meta = kernel_launch("bwd", batch, ctx.num_experts, k, z.dtype)
-            _dselect_bwd[(programs,)](
+            KERNELS["bwd"][(programs,)](
                 z, z.stride(0), z.stride(1), w, w.stride(0), dq, dz, dw, _constants(ctx.gamma, z.dtype, z.device),
                 batch, **meta
             )
