@@ -110,6 +110,24 @@ def hard_concrete_gates(
     return np.clip(s * (hi - lo) + lo, 0.0, 1.0)
 
 
+def hard_concrete_stretched(
+    log_alpha: np.ndarray,
+    u: np.ndarray,
+    beta: float = spec.HARD_CONCRETE_BETA,
+    limits: tuple[float, float] = spec.HARD_CONCRETE_LIMITS,
+) -> np.ndarray:
+    """The stretched training gate before the clip: ``sigmoid((log u - log(1-u) + log_alpha) / beta) (zeta - gamma)
+    + gamma``, float64, shape of ``log_alpha``. ``hard_concrete_gates(log_alpha, u)`` is its clip to ``[0, 1]``;
+    where it is near 0 or 1 the clip has a kink."""
+    beta = spec.check_positive("beta", beta)
+    lo, hi = spec.check_limits(limits)
+    la = np.asarray(log_alpha, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    spec.check_same_shape("u", u.shape, la.shape, "log_alpha")
+    s = 1.0 / (1.0 + np.exp(-(np.log(u) - np.log1p(-u) + la) / beta))
+    return s * (hi - lo) + lo
+
+
 def hard_concrete_weights(gates: np.ndarray) -> np.ndarray:
     """``q = z / sum(z)``; an all-zero row stays all-zero."""
     total = gates.sum(axis=-1, keepdims=True)
@@ -206,3 +224,36 @@ def gate_forward(
     if training and h["load_balance"] > 0:
         reg += h["load_balance"] * load_balance_cv2(q)
     return GateOutput(q, reg)
+
+
+def routing_logits(
+    config: spec.GateConfig,
+    params: Mapping[str, np.ndarray],
+    x: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+    training: bool = False,
+) -> np.ndarray:
+    """The float64 logits a softmax or Top-k gate selects from, or a hard-concrete gate's ``log_alpha``.
+
+    ``(b, n)`` for a per-example gate, ``(1, n)`` for a static one. A noisy Top-k gate in training with ``noise``
+    given (its standard normal ``eps``, shaped like the weights) adds ``eps * softplus(x @ noise_kernel)`` (static:
+    ``eps * softplus(noise_logits)``), the logits its Top-k is taken of. DSelect-k has no such logits.
+    """
+    if config.name == "dselect_k":
+        raise ValueError("config: expected a softmax, topk or hard_concrete gate; got 'dselect_k' (no routing logits)")
+    p = config.check_params(params)
+    config.check_input(None if x is None else np.shape(x))
+    key = "log_alpha" if config.name == "hard_concrete" else "logits"
+    if config.per_example:
+        x = np.asarray(x, dtype=np.float64)
+        logits = x @ p["kernel"] + p["bias"]
+        noise_l = x @ p["noise_kernel"] if "noise_kernel" in p else None
+    else:
+        logits = p[key][None, :]
+        noise_l = p["noise_logits"][None, :] if "noise_logits" in p else None
+    if training and config.name == "topk" and config.hparams["noisy"] and noise is not None:
+        eps = np.asarray(noise, dtype=np.float64)
+        if eps.size != logits.size:
+            raise ValueError(f"noise: expected {logits.size} values (the weights' shape); got shape {eps.shape}")
+        logits = logits + eps.reshape(logits.shape) * np.logaddexp(0.0, noise_l)
+    return logits
