@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Timing", "summarize", "time_fn", "estimate_ms"]
+__all__ = ["Timing", "summarize", "time_fn", "time_once", "estimate_ms"]
 
 _NS_PER_MS = 1e6
 
@@ -36,14 +36,18 @@ _NS_PER_MS = 1e6
 class Timing:
     """Raw samples of one measurement (milliseconds) and the statistics derived from them.
 
-    ``compile_ms`` is the time of the first call when the workload compiles on it (None otherwise); it is kept
-    apart from the samples, which only time compiled calls.
+    ``warmup_reps`` is the number of warm-up calls run before the samples and ``estimate_ms`` the per-call estimate
+    (median of five synchronised calls, milliseconds) that sized the warm-up and the repetitions; ``time_fn`` sets
+    both (the estimate also in ``meta["estimate_ms"]``, as before). ``compile_ms`` is the time of the first call
+    when the workload compiles on it (None otherwise); it is kept apart from the samples, which only time compiled
+    calls.
     """
 
     samples_ms: tuple[float, ...]
     warmup_reps: int = 0
     compile_ms: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    estimate_ms: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.samples_ms) == 0:
@@ -100,6 +104,84 @@ def estimate_ms(fn: Callable[[], Any], sync: Callable[[], None] | None = None, r
     return float(np.median([time_once(fn, sync) for _ in range(max(1, reps))]))
 
 
+def _check_budgets(warmup_ms: Any, rep_ms: Any, min_reps: Any, max_reps: Any) -> None:
+    for name, value in (("warmup_ms", warmup_ms), ("rep_ms", rep_ms)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
+    if not (isinstance(min_reps, int) and min_reps >= 1):
+        raise ValueError(f"min_reps: expected an int >= 1; got {min_reps!r}")
+    if not (isinstance(max_reps, int) and max_reps >= min_reps):
+        raise ValueError(f"max_reps: expected an int >= min_reps ({min_reps}); got {max_reps!r}")
+
+
+def _preparation(setup: Callable[[], None] | None, flush: Callable[[], None] | None) -> Callable[[], None]:
+    """What runs before every call, outside the timed region: ``setup()`` then ``flush()`` (either may be None)."""
+
+    def prepared() -> None:
+        if setup is not None:
+            setup()
+        if flush is not None:
+            flush()
+
+    return prepared
+
+
+def _first_estimate(fn: Callable[[], Any], prepared: Callable[[], None], sync: Callable[[], None] | None) -> float:
+    """One untimed call (lazy initialisation, allocator warm-up), then the median of five synchronised calls (ms),
+    each after ``prepared()``; at least 1e-6 ms."""
+    prepared()
+    fn()
+    est = []
+    for _ in range(5):
+        prepared()
+        est.append(time_once(fn, sync))
+    return max(float(np.median(est)), 1e-6)
+
+
+def _warm_up(fn: Callable[[], Any], prepared: Callable[[], None], reps: int) -> None:
+    for _ in range(reps):
+        prepared()
+        fn()
+
+
+def _sample_events(fn: Callable[[], Any], prepared: Callable[[], None], sync: Callable[[], None] | None,
+                   event_factory: Callable[[], tuple[Any, Any]], reps: int) -> list[float]:
+    """Device time of each call between a pair of events; the host synchronises before and after all of them."""
+    pairs = [event_factory() for _ in range(reps)]
+    if sync is not None:
+        sync()
+    for start, end in pairs:
+        prepared()
+        start.record()
+        fn()
+        end.record()
+    if sync is not None:
+        sync()
+    return [float(start.elapsed_time(end)) for start, end in pairs]
+
+
+def _sample_host(fn: Callable[[], Any], prepared: Callable[[], None], sync: Callable[[], None] | None,
+                 reps: int) -> list[float]:
+    """Host time ``perf_counter_ns`` around each call (and its ``sync()`` before and after, when there is one)."""
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    if sync is None:
+        for _ in range(reps):
+            prepared()
+            t0 = clock()
+            fn()
+            samples.append((clock() - t0) / _NS_PER_MS)
+    else:
+        for _ in range(reps):
+            prepared()
+            sync()
+            t0 = clock()
+            fn()
+            sync()
+            samples.append((clock() - t0) / _NS_PER_MS)
+    return samples
+
+
 def time_fn(
     fn: Callable[[], Any],
     *,
@@ -116,67 +198,20 @@ def time_fn(
     """Time ``fn()``: warm up for about ``warmup_ms``, then repeat it for about ``rep_ms``, one sample per call.
 
     The number of repetitions is ``clamp(rep_ms / estimate, min_reps, max_reps)`` where the estimate is the median
-    of five synchronised calls (run after ``setup``), like ``do_bench``. ``setup`` and ``flush`` run before every
-    call (warm-up and timed), outside the timed region. Returns every sample; see the module docstring for
-    ``sync`` and ``event_factory``.
+    of five synchronised calls (run after ``setup``), like ``do_bench``; ``max(1, warmup_ms / estimate)`` warm-up
+    calls precede them. ``setup`` and ``flush`` run before every call (warm-up and timed), outside the timed
+    region. Returns every sample, the warm-up count and the estimate; see the module docstring for ``sync`` and
+    ``event_factory``.
     """
-    for name, value in (("warmup_ms", warmup_ms), ("rep_ms", rep_ms)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
-    if not (isinstance(min_reps, int) and min_reps >= 1):
-        raise ValueError(f"min_reps: expected an int >= 1; got {min_reps!r}")
-    if not (isinstance(max_reps, int) and max_reps >= min_reps):
-        raise ValueError(f"max_reps: expected an int >= min_reps ({min_reps}); got {max_reps!r}")
-
-    def prepared() -> None:
-        if setup is not None:
-            setup()
-        if flush is not None:
-            flush()
-
-    # First estimate, after one untimed call (lazy initialisation, allocator warm-up).
-    prepared()
-    fn()
-    est = []
-    for _ in range(5):
-        prepared()
-        est.append(time_once(fn, sync))
-    estimate = max(float(np.median(est)), 1e-6)
+    _check_budgets(warmup_ms, rep_ms, min_reps, max_reps)
+    prepared = _preparation(setup, flush)
+    estimate = _first_estimate(fn, prepared, sync)
     n_warmup = max(1, int(warmup_ms / estimate))
     n_reps = int(min(max(rep_ms / estimate, min_reps), max_reps))
-
-    for _ in range(n_warmup):
-        prepared()
-        fn()
-
-    samples: list[float]
+    _warm_up(fn, prepared, n_warmup)
     if event_factory is not None:
-        pairs = [event_factory() for _ in range(n_reps)]
-        if sync is not None:
-            sync()
-        for start, end in pairs:
-            prepared()
-            start.record()
-            fn()
-            end.record()
-        if sync is not None:
-            sync()
-        samples = [float(start.elapsed_time(end)) for start, end in pairs]
+        samples = _sample_events(fn, prepared, sync, event_factory, n_reps)
     else:
-        samples = []
-        clock = time.perf_counter_ns
-        if sync is None:
-            for _ in range(n_reps):
-                prepared()
-                t0 = clock()
-                fn()
-                samples.append((clock() - t0) / _NS_PER_MS)
-        else:
-            for _ in range(n_reps):
-                prepared()
-                sync()
-                t0 = clock()
-                fn()
-                sync()
-                samples.append((clock() - t0) / _NS_PER_MS)
-    return Timing(tuple(samples), warmup_reps=n_warmup, compile_ms=compile_ms, meta={"estimate_ms": estimate})
+        samples = _sample_host(fn, prepared, sync, n_reps)
+    return Timing(tuple(samples), warmup_reps=n_warmup, compile_ms=compile_ms, meta={"estimate_ms": estimate},
+                  estimate_ms=estimate)

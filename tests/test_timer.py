@@ -100,3 +100,21 @@ def test_timer_overhead_on_an_empty_function_is_under_5_us():
     # The minimum sample is robust to noise (noise only adds time): the timer's own cost is below it.
     t = time_fn(lambda: None, warmup_ms=1.0, rep_ms=5.0, min_reps=200, max_reps=5000)
     assert min(t.samples_ms) < 0.005, min(t.samples_ms)
+
+
+def test_timing_carries_the_warm_up_count_and_the_estimate():
+    def sleepy():
+        time.sleep(0.002)
+
+    t = time_fn(sleepy, warmup_ms=10.0, rep_ms=0.0, min_reps=3, max_reps=3)
+    assert t.estimate_ms is not None and 1.5 <= t.estimate_ms < 50.0
+    assert t.warmup_reps == max(1, int(10.0 / t.estimate_ms))
+    assert t.meta["estimate_ms"] == t.estimate_ms  # the older place of the estimate
+    assert Timing((1.0,)).estimate_ms is None and Timing((1.0,)).warmup_reps == 0
+
+
+def test_warm_up_and_estimate_calls_are_counted_exactly():
+    calls = []
+    t = time_fn(lambda: calls.append(1), warmup_ms=0.0, rep_ms=0.0, min_reps=4, max_reps=4)
+    # 1 untimed first call + 5 for the estimate + the warm-up calls + 4 timed
+    assert len(calls) == 1 + 5 + t.warmup_reps + 4 and t.warmup_reps == 1
