@@ -4,9 +4,11 @@ Cases are matched by ``case_id`` (the sorted case parameters; for pytest-benchma
 name). For each case present on both sides with status ``ok``: ``ratio = median(new) / median(old)``, a
 bootstrap 95% interval of that ratio and a two-sided Mann-Whitney U test on the raw samples.
 
-A case is a **regression** (mark ``+``, "slower") when ``ratio > factor`` and the change is significant
-(``p < alpha``); an **improvement** (``-``, "faster") when ``ratio < 1 / factor`` and significant. When either
-side has fewer than two raw samples no test can be made and the ratio alone decides (as ``asv compare`` does).
+The pairing (NEW's row of a case with OLD's), the ratio, the test and the mark are ``reports.comparison``'s,
+with the given ``factor``: a **regression** (mark ``+``, "slower") when ``ratio > factor`` and the change is
+significant (``p < alpha``); an **improvement** (``-``, "faster") when ``ratio < 1 / factor`` and significant.
+When either side has fewer than two raw samples no test can be made and the ratio alone decides (as ``asv
+compare`` does; this needs ``factor > 1``, with ``factor == 1`` such a case is unchanged).
 A case that was ``ok`` before and ``failed`` now is marked ``x`` and also counts as a regression. Cases on one
 side only are listed (``new`` / ``gone``) and never fail the comparison.
 """
@@ -18,8 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .load import samples_of
-from .stats import DEFAULT_ALPHA, ratio_stats
+from .comparison import DEFAULT_ALPHA, FASTER, SAME, SLOWER, UNKNOWN, Pairing, judge, sample_of
 
 # Marks, as asv compare prints them.
 MARK_SLOWER, MARK_FASTER, MARK_SAME, MARK_FAILED, MARK_NEW, MARK_GONE, MARK_FIXED = (
@@ -63,10 +64,42 @@ class Comparison:
         return not self.regressions.empty
 
 
-def _latest_timing(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timing rows, the last one of each case_id (a rerun with --resume may repeat a case)."""
+_COLUMNS = ("mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "case_id")
+_SYMBOL = {SLOWER: MARK_SLOWER, FASTER: MARK_FASTER, SAME: MARK_SAME, UNKNOWN: MARK_SAME}
+
+
+def _sided(frame: pd.DataFrame, side: str) -> list[dict]:
+    """The timing rows of one side as dicts tagged with ``side`` (the pairing keeps the last row of a case_id:
+    a rerun with --resume may repeat a case)."""
     timing = frame[frame["kind"] == "timing"]
-    return timing.drop_duplicates(subset="case_id", keep="last").set_index("case_id")
+    return [{**row, "side": side} for row in timing.to_dict("records")]
+
+
+def _status_mark(before: dict, after: dict) -> str | None:
+    """The mark decided by the statuses alone (``None`` when both are ``ok`` and the timings decide)."""
+    ok_before, ok_after = before["status"] == "ok", after["status"] == "ok"
+    if ok_before and not ok_after:
+        return MARK_FAILED if after["status"] == "failed" else MARK_SAME
+    if not ok_before and ok_after:
+        return MARK_FIXED if before["status"] == "failed" else MARK_SAME
+    return MARK_SAME if not ok_before else None
+
+
+def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:
+    nan = np.nan
+    rec: dict = {"case_id": cid, "before_ms": before.get("median_ms") if before else nan,
+                 "after_ms": after.get("median_ms") if after else nan,
+                 "ratio": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "tested": False}
+    if before is None or after is None:
+        rec["mark"] = MARK_NEW if before is None else MARK_GONE
+    elif (status := _status_mark(before, after)) is not None:
+        rec["mark"] = status
+    else:
+        got = judge(sample_of(after), sample_of(before), **how)
+        rec.update(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=got.p_value,
+                   tested=got.tested, mark=_SYMBOL[got.mark])
+    rec["change"] = _LABELS[rec["mark"]]
+    return rec
 
 
 def compare_frames(
@@ -83,69 +116,15 @@ def compare_frames(
         raise ValueError(f"factor: expected a number >= 1 (e.g. 1.1 for 10%); got {factor!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a significance level in (0, 1); got {alpha!r}")
-    a, b = _latest_timing(old), _latest_timing(new)
-    rows: list[dict] = []
-    for cid in list(a.index) + [c for c in b.index if c not in a.index]:
-        before = a.loc[cid] if cid in a.index else None
-        after = b.loc[cid] if cid in b.index else None
-        rec: dict = {
-            "case_id": cid,
-            "before_ms": np.nan,
-            "after_ms": np.nan,
-            "ratio": np.nan,
-            "ci_low": np.nan,
-            "ci_high": np.nan,
-            "p_value": np.nan,
-            "tested": False,
-        }
-        if before is not None:
-            rec["before_ms"] = before.get("median_ms")
-        if after is not None:
-            rec["after_ms"] = after.get("median_ms")
-        if before is None:
-            rec["mark"] = MARK_NEW
-        elif after is None:
-            rec["mark"] = MARK_GONE
-        elif before["status"] == "ok" and after["status"] != "ok":
-            rec["mark"] = MARK_FAILED if after["status"] == "failed" else MARK_SAME
-        elif before["status"] != "ok" and after["status"] == "ok":
-            rec["mark"] = MARK_FIXED if before["status"] == "failed" else MARK_SAME
-        elif before["status"] != "ok":
-            rec["mark"] = MARK_SAME
-        else:
-            st = ratio_stats(
-                samples_of(after),
-                samples_of(before),
-                median_a=after.get("median_ms"),
-                median_b=before.get("median_ms"),
-                n_boot=n_boot,
-                seed=seed,
-            )
-            rec.update(ratio=st.ratio, ci_low=st.ci_low, ci_high=st.ci_high, p_value=st.p_value)
-            tested = np.isfinite(st.p_value)
-            rec["tested"] = bool(tested)
-            significant = (st.p_value < alpha) if tested else True
-            if significant and st.ratio > factor:
-                rec["mark"] = MARK_SLOWER
-            elif significant and st.ratio < 1.0 / factor:
-                rec["mark"] = MARK_FASTER
-            else:
-                rec["mark"] = MARK_SAME
-        rec["change"] = _LABELS[rec["mark"]]
-        rows.append(rec)
-    columns = [
-        "mark",
-        "change",
-        "before_ms",
-        "after_ms",
-        "ratio",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "tested",
-        "case_id",
-    ]
-    return Comparison(table=pd.DataFrame(rows, columns=columns), factor=float(factor), alpha=float(alpha))
+    pairing = Pairing(_sided(old, "old") + _sided(new, "new"), ("case_id", "side"), {"side": "old"}, impl_key=None)
+    cases = dict.fromkeys(key[0] for key in pairing.rows if key[1] == "old")
+    cases.update(dict.fromkeys(key[0] for key in pairing.rows if key[1] == "new"))
+    rows = []
+    for cid in cases:
+        after = pairing.get({"case_id": cid, "side": "new"})
+        before = pairing.baseline_of({"case_id": cid, "side": "new"})
+        rows.append(_compare_case(cid, before, after, alpha=alpha, factor=factor, n_boot=n_boot, seed=seed))
+    return Comparison(table=pd.DataFrame(rows, columns=list(_COLUMNS)), factor=float(factor), alpha=float(alpha))
 
 
 def compare_paths(old: list[str], new: list[str], **kwargs) -> tuple[Comparison, list[str]]:

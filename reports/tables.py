@@ -1,15 +1,15 @@
 """Tables of a report: timing ratios to a baseline gate, peak memory, recovery metrics.
 
 Timing table: one row per case (gate x framework x implementation) within a *shape* (device, gating, batch,
-input_dim, experts, k, dtype) and *mode*; ``ratio = median(case) / median(baseline)`` where the baseline is
-the baseline gate (default Top-k) in the same framework, shape and mode. The 95% interval is a bootstrap of
-the ratio of medians over the raw samples; the mark is ``faster`` / ``slower`` when a two-sided Mann-Whitney U
-test on the raw samples gives ``p < alpha``, ``not significant`` otherwise (``n/a`` without samples).
+input_dim, experts, k, dtype) and *mode*, compared with the baseline gate (default Top-k) in the same framework,
+shape and mode by ``reports.comparison`` (its pairing, ratio of medians with a bootstrap interval, Mann-Whitney
+U test and mark, with ``factor = 1``: ``faster`` / ``slower`` when ``p < alpha``, ``not significant``
+otherwise, ``n/a`` without samples or without a baseline).
 
 Recovery table: per gate x framework (x the other identifying columns), each metric's mean +- standard error
 over seeds, and a two-sided Wilcoxon signed-rank test of the paired differences over the seeds shared with the
-baseline gate: the same functions (``harness.recovery.metrics.mean_se`` and ``paired_wilcoxon``) as the
-``gatebench recover`` / ``gatebench run`` summaries, so the report and the CLI show the same p-values.
+baseline gate: the one recovery summariser (``harness.recovery.report.summarise_groups``) that the
+``gatebench recover`` / ``gatebench run`` summaries use, so the report and the CLI show the same p-values.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.recovery.metrics import mean_se, paired_wilcoxon  # NumPy / SciPy only: loads no framework
+from harness.recovery.report import summarise_groups  # NumPy / SciPy only: loads no framework
 
-from .load import NON_KEY_COLUMNS, RECOVERY_METRICS, samples_of
-from .stats import DEFAULT_ALPHA, SAME, UNKNOWN, mark, ratio_stats
+from .comparison import BASELINE, DEFAULT_ALPHA, SAME, UNKNOWN, Pairing, judge, sample_of
+from .load import NON_KEY_COLUMNS, RECOVERY_METRICS
 
 # A timing shape: what must be equal for two cases to be compared.
 SHAPE_KEYS: tuple[str, ...] = ("device", "gating", "batch", "input_dim", "experts", "k", "dtype")
@@ -51,6 +51,24 @@ def _keyed(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+_TIMING_COLUMNS: tuple[str, ...] = (
+    *SHAPE_KEYS,
+    "mode",
+    *CASE_KEYS,
+    "median_ms",
+    "iqr_ms",
+    "n_samples",
+    "baseline",
+    "ratio",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "mark",
+    "peak_mem_bytes",
+    "mem_ratio",
+)
+
+
 def timing_table(
     frame: pd.DataFrame,
     *,
@@ -68,69 +86,38 @@ def timing_table(
     """
     base_gate, base_impl = parse_baseline(baseline)
     ok = frame[(frame["kind"] == "timing") & (frame["status"] == "ok")]
-    columns = [
-        *SHAPE_KEYS,
-        "mode",
-        *CASE_KEYS,
-        "median_ms",
-        "iqr_ms",
-        "n_samples",
-        "baseline",
-        "ratio",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "mark",
-        "peak_mem_bytes",
-        "mem_ratio",
-    ]
+    columns = list(_TIMING_COLUMNS)
     if ok.empty:
         return pd.DataFrame(columns=columns)
     ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
-    out_rows: list[dict] = []
-    group_keys = [*SHAPE_KEYS, "mode", "framework"]
-    for _, group in ok.groupby(group_keys, sort=True, dropna=False):
-        candidates = group[group["gate"] == base_gate]
-        if base_impl is not None:
-            candidates = candidates[candidates["impl"] == base_impl]
-        for _, row in group.iterrows():
-            base = _pick_baseline(candidates, row["impl"])
-            base_label = _label(base) if base is not None else f"{baseline} (missing)"
-            rec = {key: row[key] for key in columns if key in row.index and key not in ("baseline",)}
-            rec["baseline"] = base_label
-            if base is None:
-                rec.update(
-                    ratio=np.nan,
-                    ci_low=np.nan,
-                    ci_high=np.nan,
-                    p_value=np.nan,
-                    mark=UNKNOWN,
-                    mem_ratio=np.nan,
-                )
-            else:
-                st = ratio_stats(
-                    samples_of(row),
-                    samples_of(base),
-                    median_a=row["median_ms"],
-                    median_b=base["median_ms"],
-                    level=level,
-                    n_boot=n_boot,
-                    seed=seed,
-                )
-                if row.name == base.name:  # the baseline itself: ratio 1 by definition, nothing to test
-                    rec.update(ratio=1.0, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, mark="baseline")
-                else:
-                    rec.update(
-                        ratio=st.ratio,
-                        ci_low=st.ci_low,
-                        ci_high=st.ci_high,
-                        p_value=st.p_value,
-                        mark=mark(st.ratio, st.p_value, alpha=alpha),
-                    )
-                rec["mem_ratio"] = _safe_div(row.get("peak_mem_bytes"), base.get("peak_mem_bytes"))
-            out_rows.append(rec)
-    table = pd.DataFrame(out_rows, columns=columns)
-    # Within a shape and mode: PyTorch then TF, the baseline first, then the gates in their usual order.
+    rows = [row for _, row in ok.iterrows()]
+    pairing = Pairing(rows, (*SHAPE_KEYS, "mode", *CASE_KEYS), {"gate": base_gate}, pinned_impl=base_impl)
+    out_rows = []
+    for row in rows:
+        rec = {key: row[key] for key in columns if key in row.index and key != "baseline"}
+        rec.update(_timing_versus(row, pairing, baseline, alpha=alpha, level=level, n_boot=n_boot, seed=seed))
+        out_rows.append(rec)
+    return _ordered(pd.DataFrame(out_rows, columns=columns), base_gate)
+
+
+def _timing_versus(row: pd.Series, pairing: Pairing, baseline: str, **how) -> dict:
+    """The comparison columns of one timing row against its baseline row (``reports.comparison``)."""
+    base = pairing.baseline_of(row)
+    nan = float("nan")
+    if base is None:
+        return dict(baseline=f"{baseline} (missing)", ratio=nan, ci_low=nan, ci_high=nan, p_value=nan,
+                    mark=UNKNOWN, mem_ratio=nan)
+    mem_ratio = _safe_div(row.get("peak_mem_bytes"), base.get("peak_mem_bytes"))
+    if base is row:  # the baseline itself: ratio 1 by definition, nothing to test
+        return dict(baseline=_label(base), ratio=1.0, ci_low=nan, ci_high=nan, p_value=nan, mark=BASELINE,
+                    mem_ratio=mem_ratio)
+    got = judge(sample_of(row), sample_of(base), **how)
+    return dict(baseline=_label(base), ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high,
+                p_value=got.p_value, mark=got.mark, mem_ratio=mem_ratio)
+
+
+def _ordered(table: pd.DataFrame, base_gate: str) -> pd.DataFrame:
+    """Within a shape and mode: PyTorch then TF, the baseline first, then the gates in their usual order."""
     gates = dict.fromkeys((base_gate, "softmax", "topk", "dselect_k", "hard_concrete"))
     gate_rank = {g: i for i, g in enumerate(gates)}
     order = table.assign(
@@ -147,18 +134,6 @@ def _sort_key(col: pd.Series) -> pd.Series:
         return col
     numeric = pd.to_numeric(col, errors="coerce")
     return numeric.fillna(-1) if numeric.notna().any() else col.astype(str)
-
-
-def _pick_baseline(candidates: pd.DataFrame, impl: object) -> pd.Series | None:
-    """The baseline row for a case of implementation ``impl``: the baseline gate with the same implementation
-    (compiled against compiled), else its default eager one, else the first there is."""
-    if candidates.empty:
-        return None
-    for wanted in (impl, "eager"):
-        same = candidates[candidates["impl"] == wanted]
-        if len(same):
-            return same.iloc[0]
-    return candidates.iloc[0]
 
 
 def _label(row: pd.Series) -> str:
@@ -228,40 +203,15 @@ def recovery_metrics(frame: pd.DataFrame) -> list[str]:
     return [m for m in RECOVERY_METRICS if m in rec.columns and rec[m].notna().any()]
 
 
-def _recovery_baseline(
-    rec: pd.DataFrame, first: pd.Series, keys: list[str], base_gate: str
-) -> tuple[pd.DataFrame | None, str]:
-    """The baseline gate's rows for the configuration ``first``, and how their settings differ ("" if not).
-
-    Exact match on every key but the gate first. Otherwise (a knob swept for one gate only, such as DSelect-k's
-    ``entropy_reg``, or a column that depends on the gate): the keys whose value the baseline does not have are
-    relaxed; the match is used when the remaining baseline rows form one configuration, and its differing
-    settings are returned (the table shows them); with several configurations there is no baseline (None).
-    """
-    cand = rec[(rec["gate"] == base_gate) & (rec["framework"] == first["framework"])]
-    if cand.empty or first["gate"] == base_gate:
-        return (cand if not cand.empty else None), ""
-    others = [k for k in keys if k not in ("gate", "framework")]
-    relaxed = []
-    for key in others:
-        same = cand[cand[key] == first[key]]
-        if same.empty:
-            relaxed.append(key)
-        else:
-            cand = same
-    if relaxed and len(cand.drop_duplicates(subset=others)) != 1:
-        return None, "ambiguous: " + ", ".join(relaxed)
-    ref = cand.iloc[0]
-    return cand, ", ".join(f"{k}={ref[k]}" for k in relaxed)
-
-
 def recovery_table(
     frame: pd.DataFrame, *, baseline: str = DEFAULT_BASELINE, alpha: float = DEFAULT_ALPHA
 ) -> pd.DataFrame:
     """Mean +- s.e. of each recovery metric per configuration, with a paired Wilcoxon test against the baseline.
 
-    The baseline rows share the framework and every other case parameter (see ``_recovery_baseline`` for the
-    fallback; ``baseline differs`` names the baseline's settings that are not the row's). For each metric ``m``
+    The rows are summarised by ``harness.recovery.report.summarise_groups`` (the summariser of ``gatebench
+    recover`` / ``run``): the baseline rows share the framework and every other case parameter, relaxed where the
+    baseline lacks a value (``find_baseline``; ``baseline differs`` names the baseline's settings that are not
+    the row's). For each metric ``m``
     the columns are ``m_mean``, ``m_se`` (``mean_se`` over the finite values), ``m_diff`` (median over the
     seeds both have of ``d = m(case) - m(baseline)``, pairs with a missing value left out), ``m_p`` (two-sided
     Wilcoxon signed-rank p-value of ``d``, ``paired_wilcoxon``; 1.0 when every ``d`` is 0) and ``m_mark``
@@ -279,25 +229,18 @@ def recovery_table(
     if rec.empty or not metrics:
         return pd.DataFrame()
     keys = recovery_keys(frame)
-    rec = _keyed(rec, keys)
+    records = _keyed(rec, keys).to_dict("records")
     out_rows: list[dict] = []
-    for _, group in rec.groupby(keys, sort=True, dropna=False):
-        first = group.iloc[0]
-        base, differs = _recovery_baseline(rec, first, keys, base_gate)
-        row: dict = {key: first[key] for key in keys}
-        row["seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
-        row["baseline differs"] = differs
+    for group in summarise_groups(records, keys, baseline=base_gate, metrics=metrics, relax=True):
+        row: dict = {key: group[key] for key in keys}
+        row["seeds"], row["baseline differs"] = group["seeds"], group["baseline differs"]
         for m in metrics:
-            mean, se, _ = mean_se(group[m].to_numpy(dtype=float))
-            row[f"{m}_mean"], row[f"{m}_se"] = mean, se
-            if first["gate"] == base_gate or base is None or "seed" not in group:
+            row[f"{m}_mean"], row[f"{m}_se"] = group["stats"][m]["mean"], group["stats"][m]["se"]
+            test = group["tests"].get(m)
+            if test is None:
                 row[f"{m}_diff"], row[f"{m}_p"] = np.nan, np.nan
-                row[f"{m}_mark"] = "baseline" if first["gate"] == base_gate else UNKNOWN
+                row[f"{m}_mark"] = "baseline" if group["gate"] == base_gate else UNKNOWN
                 continue
-            a = group.groupby("seed")[m].mean()
-            b = base.groupby("seed")[m].mean()
-            shared = a.index.intersection(b.index)
-            test = paired_wilcoxon(a.loc[shared].to_numpy(dtype=float), b.loc[shared].to_numpy(dtype=float))
             row[f"{m}_diff"], row[f"{m}_p"] = test["median_diff"], test["p_value"]
             row[f"{m}_mark"] = _recovery_mark(m, test["median_diff"], test["p_value"], alpha)
         out_rows.append(row)

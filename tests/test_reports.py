@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import stats
+from reports import comparison, stats
 from reports.load import SCHEMA, load_results
 from reports.tables import recovery_table, timing_table
 from tests.fixtures.synthetic import (
@@ -148,14 +148,14 @@ def test_bootstrap_interval_narrows_with_more_samples():
 
 def test_marks():
     a, _ = base_draws()
-    assert stats.mark(2.0, stats.mann_whitney_p(2 * a, a)) == stats.SLOWER
-    assert stats.mark(0.5, stats.mann_whitney_p(0.5 * a, a)) == stats.FASTER
+    assert comparison.mark(2.0, stats.mann_whitney_p(2 * a, a)) == comparison.SLOWER
+    assert comparison.mark(0.5, stats.mann_whitney_p(0.5 * a, a)) == comparison.FASTER
     assert stats.mann_whitney_p(a[::-1].copy(), a) == 1.0
-    assert stats.mark(1.0, 1.0) == stats.SAME
-    assert stats.mark(1.05, 1e-9, factor=1.1) == stats.SAME  # significant but within the factor
-    assert stats.mark(2.0, float("nan")) == stats.UNKNOWN
+    assert comparison.mark(1.0, 1.0) == comparison.SAME
+    assert comparison.mark(1.05, 1e-9, factor=1.1) == comparison.SAME  # significant but within the factor
+    assert comparison.mark(2.0, float("nan")) == comparison.UNKNOWN
     with pytest.raises(ValueError, match="factor"):
-        stats.mark(1.0, 0.5, factor=0.5)
+        comparison.mark(1.0, 0.5, factor=0.5)
     with pytest.raises(ValueError, match="level"):
         stats.bootstrap_ratio_ci(a, a, level=1.5)
 
