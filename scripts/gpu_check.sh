@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: the GPU tests (tests/test_gpu.py), the `kernels` suite's PyTorch cases on one CUDA GPU, the GPU
-# timing-fidelity comparison against triton.testing.do_bench, the issue's GPU targets (scripts/gpu_targets.py), and
-# last the Triton kernels' edge-case tests compiled for the GPU. Results as JSON/JSONL in the output folder given as
-# the only argument.
+# timing-fidelity comparison against triton.testing.do_bench, the GPU targets (`gatebench targets` over
+# suites/targets/kernels.toml), and last the Triton kernels' edge-case tests compiled for the GPU. Results as
+# JSON/JSONL in the output folder given as the only argument.
 #
 #   scripts/gpu_check.sh OUT_DIR
 #
@@ -42,15 +42,18 @@ suite_rc=${PIPESTATUS[0]}
 echo "kernels suite: exit $suite_rc after $(( $(date +%s) - start )) s (137: stopped at the time limit; rows so far kept)"
 
 start=$(date +%s)
-timeout --signal=KILL "$FIDELITY_SECONDS" "$PYTHON" scripts/timing_fidelity.py --device gpu --rounds 3 \
+timeout --signal=KILL "$FIDELITY_SECONDS" "$PYTHON" -m scripts.timing_fidelity --device gpu --rounds 3 \
   --out "$OUT/timing_fidelity_gpu.json" 2>&1 | tee "$OUT/timing_fidelity.log"
 fid_rc=${PIPESTATUS[0]}
 echo "timing fidelity: exit $fid_rc after $(( $(date +%s) - start )) s"
 
-# The issue's GPU targets (DSelect-k against Top-k, forward against the copy-bandwidth floor) from the suite's rows.
+# The GPU targets (DSelect-k against Top-k, forward against the copy-bandwidth floor, the harness timer against
+# do_bench) from the suite's rows and the fidelity results.
 start=$(date +%s)
-timeout --signal=KILL 60 "$PYTHON" scripts/gpu_targets.py "$OUT/kernels.jsonl" --out "$OUT/gpu_targets.json" 2>&1 \
-  | tee "$OUT/gpu_targets.log"
+fidelity=()
+[ -s "$OUT/timing_fidelity_gpu.json" ] && fidelity=("$OUT/timing_fidelity_gpu.json")
+timeout --signal=KILL 60 "$PYTHON" -m gatebench targets "$OUT/kernels.jsonl" "${fidelity[@]}" \
+  --targets suites/targets/kernels.toml --out "$OUT/gpu_targets.json" 2>&1 | tee "$OUT/gpu_targets.log"
 targets_rc=${PIPESTATUS[0]}
 echo "gpu targets: exit $targets_rc after $(( $(date +%s) - start )) s"
 

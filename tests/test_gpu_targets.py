@@ -1,4 +1,5 @@
-"""scripts/gpu_targets.py on a synthetic kernels results file with known medians, samples and peak memory.
+"""reports.targets (the targets of suites/targets/kernels.toml) on a synthetic kernels results file with known
+medians, samples and peak memory, and a synthetic timing-fidelity file.
 
 Samples are multiples of one base draw ``A`` (odd length, median exactly 1.0), so every ratio of medians is exact:
 
@@ -15,15 +16,14 @@ paper fwdbwd     topk eager 0.2A           eager 0.28A: 1.4 met; reference 0.3A:
 n=64 fwd         (floor at 4200 GB/s)      eager 0.1A: 0.1 / 0.0649118... = 1.5406 met; reference 4A
 ================ ========================= =========================================================
 
-plus rows the script must ignore (TensorFlow, CPU, static gating, float64, a failed Top-k) and one corrupt line.
+plus rows the targets must ignore (TensorFlow, CPU, static gating, float64, a failed Top-k) and one corrupt line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,9 @@ import pytest
 from harness.results import ResultsWriter, make_row
 from harness.timer import summarize
 from reports.stats import bootstrap_ratio_ci
+from reports.targets import DEFAULT_TARGETS, evaluate_targets, load_targets, run_targets
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "gpu_targets.py"
 A = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.2, 0.85])  # median exactly 1.0
 PAPER = {"batch": 4096, "input_dim": 256, "experts": 16, "k": 4}
 N64 = {"batch": 16384, "input_dim": 4096, "experts": 64, "k": 4}
@@ -92,10 +92,20 @@ def _rows() -> list[dict]:
     ]
 
 
-def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+FIDELITY = {"device": "gpu", "workloads": {
+    "matmul_4096": {"harness_median_ms": 2.0, "do_bench_median_ms": 2.02, "harness_rounds_ms": [2.0, 1.99, 2.01],
+                    "do_bench_rounds_ms": [2.02, 2.03, 2.01]},
+    "dselect_k_fwd_b16384_n256": {"harness_median_ms": 1.0, "do_bench_median_ms": 0.8,
+                                  "harness_rounds_ms": [1.0, 1.01, 0.99], "do_bench_rounds_ms": [0.8, 0.81, 0.79]},
+}}
+
+
+def _run(*args, **kwargs) -> tuple[int, str, str]:
+    """``run_targets`` with its stdout and stderr captured: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_targets(*args, **kwargs)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +118,10 @@ def result(tmp_path_factory) -> dict:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write('{"kind": "timing", "gate": "topk", "trunc\n')
     out = folder / "targets.json"
-    proc = _run(str(path), "--out", str(out), "--bandwidth-gbs", str(BANDWIDTH))
-    assert proc.returncode == 0, proc.stderr
+    code, stdout, stderr = _run([path], DEFAULT_TARGETS, out, bandwidth_gbs=BANDWIDTH)
+    assert code == 0, stderr
     data = json.loads(out.read_text())
-    data["_stdout"] = proc.stdout
+    data["_stdout"] = stdout
     return data
 
 
@@ -131,7 +141,9 @@ def test_header(result):
     assert result["selected_ok_rows"] == 16
     impls = [t["impl"] for t in result["targets"] if t["name"] == "router_n64_fwdbwd_time"]
     assert impls == ["eager", "compiled", "bitwise", "reference"]
-    assert len(result["targets"]) == 5 * 4
+    kernel_targets = [t for t in result["targets"] if t["metric"] != "timer_vs_do_bench"]
+    assert len(kernel_targets) == 5 * 4
+    assert {t["status"] for t in kernel_targets} == {"met", "missed", "not measured"}
     assert "router_n64_fwdbwd_time" in result["_stdout"] and "NOT MET" in result["_stdout"]
 
 
@@ -208,17 +220,56 @@ def test_table(result):
 
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.jsonl"
-    proc = _run(str(missing), "--out", str(tmp_path / "o.json"), "--bandwidth-gbs", "1000")
-    assert proc.returncode == 2
-    assert str(missing) in proc.stderr and not (tmp_path / "o.json").exists()
+    code, _, stderr = _run([missing], DEFAULT_TARGETS, tmp_path / "o.json", bandwidth_gbs=1000)
+    assert code == 2
+    assert str(missing) in stderr and not (tmp_path / "o.json").exists()
 
 
 def test_bandwidth_required_without_cuda(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
-        pytest.skip("CUDA is available: the script measures the bandwidth itself")
+        pytest.skip("CUDA is available: the targets measure the bandwidth themselves")
     path = tmp_path / "kernels.jsonl"
     ResultsWriter(path).write(_row("topk", "eager", "fwd", N64, 1.0, 0))
-    proc = _run(str(path), "--out", str(tmp_path / "o.json"))
-    assert proc.returncode == 2
-    assert "--bandwidth-gbs is required" in proc.stderr
+    code, _, stderr = _run([path], DEFAULT_TARGETS, tmp_path / "o.json")
+    assert code == 2
+    assert "--bandwidth-gbs is required" in stderr
+
+
+def test_timer_vs_do_bench(result, tmp_path):
+    """The fidelity targets: not measured without a fidelity file; with one, |harness / do_bench - 1| <= 0.05."""
+    assert all(t["status"] == "not measured" for t in result["targets"] if t["metric"] == "timer_vs_do_bench")
+    fidelity = tmp_path / "timing_fidelity_gpu.json"
+    fidelity.write_text(json.dumps(FIDELITY))
+    got = {t["name"]: t for t in evaluate_targets([], load_targets(), fidelity=FIDELITY)
+           if t["metric"] == "timer_vs_do_bench"}
+    assert got["timer_matmul_4096"]["value"] == pytest.approx(2.0 / 2.02) and got["timer_matmul_4096"]["met"]
+    assert got["timer_dselect_k_fwd_n256"]["value"] == pytest.approx(1.25)
+    assert got["timer_dselect_k_fwd_n256"]["status"] == "missed"
+    assert got["timer_dselect_k_fwdbwd_n64"]["status"] == "not measured"
+    code, _, stderr = _run([fidelity], DEFAULT_TARGETS, tmp_path / "o.json", bandwidth_gbs=1000)
+    assert code == 0, stderr
+    written = {t["name"]: t for t in json.loads((tmp_path / "o.json").read_text())["targets"]}
+    assert written["timer_matmul_4096"]["met"] is True
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"metric": "speed"}, "metric"),
+    ({"threshold": "1"}, "threshold"),
+    ({"case": {}}, "case"),
+    ({"baseline": {}}, "baseline"),
+    ({"bound": 1.0}, "got also"),
+])
+def test_bad_targets_file(tmp_path, change, match):
+    entry = {"name": "t", "metric": "time_ratio", "threshold": 1.0, "case": {"gate": "dselect_k"},
+             "baseline": {"gate": "topk"}, **change}
+    lines = ["[[targets]]"] + [f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}"
+                               for k, v in entry.items()]
+    path = tmp_path / "t.toml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=match):
+        load_targets(path)
+
+
+def _inline(table: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + " }"
