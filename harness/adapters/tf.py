@@ -17,15 +17,15 @@ See ``harness.adapters`` for the contract.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 import gates
-from harness import cases, timer
-from harness.adapters import Unavailable, Workload
+from harness import accuracy, cases
+from harness.adapters import CaseBuild, Unavailable, Workload, make_workload
 
 __all__ = [
     "devices", "check_device", "tf_device", "sync_fn", "event_factory", "flush_fn", "peak_memory",
@@ -107,15 +107,18 @@ def versions(device: str) -> dict[str, Any]:
     return out
 
 
-def _grads64(case: cases.Case, params: dict[str, np.ndarray], x: np.ndarray | None, noise: np.ndarray | None,
-             c: np.ndarray) -> dict[str, np.ndarray]:
+# --------------------------------------------------------------------------------------------------------------
+# Workloads: the TensorFlow calls of a case; harness.adapters.make_workload does the rest.
+# --------------------------------------------------------------------------------------------------------------
+def _grads64(case: cases.Case, gate_params: Mapping[str, np.ndarray], x: np.ndarray | None,
+             noise: np.ndarray | None, c: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients of ``sum(q * c) + regularization`` by float64 autograd (training mode), w.r.t. params and x."""
     G = gates.backend("tf")
     impl = "bitwise" if case.gate == "dselect_k" else "auto"
     with tf.device(tf_device(case.device)):
         g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", impl=impl,
                           **dict(case.hparams))
-        g64.set_numpy_params(params)
+        g64.set_numpy_params(dict(gate_params))
         x64 = None if x is None else tf.constant(x)
         n64 = None if noise is None else tf.constant(noise)
         with tf.GradientTape() as tape:
@@ -130,31 +133,9 @@ def _grads64(case: cases.Case, params: dict[str, np.ndarray], x: np.ndarray | No
             for name, g, v in zip(names + (["x"] if x64 is not None else []), grads, sources, strict=True)}
 
 
-def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
-    """Build the gate of ``case`` (seeded) on its device, its inputs and the timed call of its mode and impl.
-
-    ``fwd``: ``gate(x, training=False)``. ``fwdbwd``: a ``GradientTape`` around the training forward, ``loss =
-    sum(q*c) + regularization_loss``, ``tape.gradient`` w.r.t. the weights and ``x``. ``bwd``: see the module
-    docstring. ``compiled``: ``tf.function(jit_compile=True)`` (XLA) around the same Python function;
-    ``compile_ms`` is the first call (trace and compile).
-    """
-    settings = settings or {}
-    check_device(case.device)
-    if case.impl == "compiled" and case.mode == "bwd":
-        raise Unavailable("TensorFlow: backward alone cannot be separated from its forward under "
-                          "tf.function(jit_compile=True); time mode 'fwdbwd' instead")
-    inputs = cases.make_inputs(case)
-    G = gates.backend("tf")
-    with tf.device(tf_device(case.device)):
-        gate = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype,
-                           seed=cases.SEED_PARAMS, impl=cases.gate_impl(case), **dict(case.hparams))
-    x = to_tensor(inputs.x, case.device, case.dtype)
-    c = to_tensor(inputs.c, case.device, case.dtype)
-    noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
-    sync = sync_fn(case.device)
-    training = case.training
-    variables = [gate.param(name) for name in gate.get_numpy_params()]
-    names = list(gate.get_numpy_params()) + (["x"] if x is not None else [])
+def _gate_calls(gate: Any, variables: list[Any]) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """``forward(x)`` (eval), ``record(x, c, noise, persistent) -> (tape, loss, q)`` (training forward on a tape)
+    and ``grads_fn(x, c, noise) -> (gradients of variables and x, q)`` of a gate (x None: a static gate)."""
 
     def forward(x_):
         return gate(x_, training=False) if x_ is not None else gate(training=False)
@@ -173,64 +154,86 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
         sources = variables + ([x_] if x_ is not None else [])
         return tape.gradient(loss, sources), q
 
-    compiled = case.impl == "compiled"
-    if compiled:
-        forward = tf.function(forward, jit_compile=True)
-        grads_fn = tf.function(grads_fn, jit_compile=True)
+    return forward, record, grads_fn
 
-    compile_ms: float | None = None
-    with tf.device(tf_device(case.device)):
-        if case.mode == "fwd":
-            def fn() -> Any:
-                return forward(x)
-        elif case.mode == "fwdbwd":
-            def fn() -> Any:
-                return grads_fn(x, c, noise)[0]
-        else:
-            tape, loss, _ = record(x, c, noise, persistent=True)
-            sources = variables + ([x] if x is not None else [])
 
-            def fn() -> Any:
-                return tape.gradient(loss, sources)
-        if compiled:
-            compile_ms = timer.time_once(fn, sync)
+class _TfCase(CaseBuild):
+    """A case's gate (seeded, on its device, in its dtype and impl), its tensors and its TensorFlow calls.
 
-    c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
+    ``compiled``: ``tf.function(jit_compile=True)`` (XLA) of the forward and of tape + gradient. Timed calls run
+    under the case's ``tf.device`` on a GPU; gradients come back from ``tape.gradient``, so there is no ``reset``.
+    """
 
-    def check() -> dict[str, Any]:
-        params_np = gate.get_numpy_params()
-        x_np = to_numpy(x) if x is not None else None
-        noise_np = to_numpy(noise) if noise is not None else None
-        if not training:
-            return cases.evaluate_accuracy(case, params_np, x_np, None, to_numpy(forward(x)))
-        g, q = grads_fn(x, c_check, noise)
-        grads = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
-                 for name, t, v in zip(names, g, variables + ([x] if x is not None else []), strict=True)}
-        c_np = to_numpy(c_check)
-        ref = _grads64(case, params_np, x_np, noise_np, c_np)
-        out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
-        if case.per_example and case.batch > cases.CHECK_ROWS:  # finite differences on a sub-batch
-            rows = slice(0, cases.CHECK_ROWS)
-            x_np, c_np = x_np[rows], c_np[rows]
-            noise_np = None if noise_np is None else noise_np[rows]
-            ref = _grads64(case, params_np, x_np, noise_np, c_np)
-        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, c_np, ref)
+    def __init__(self, case: cases.Case):
+        self.case, self.place = case, tf_device(case.device)
+        inputs = cases.make_inputs(case)
+        with tf.device(self.place):
+            self.gate = gates.backend("tf").make_gate(
+                case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype, seed=cases.SEED_PARAMS,
+                impl=cases.make_gate_impl(case), **dict(case.hparams))
+        self.x = to_tensor(inputs.x, case.device, case.dtype)
+        self.c = to_tensor(inputs.c, case.device, case.dtype)
+        self.noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
+        self.c_check = to_tensor(accuracy.check_c(case, inputs), case.device, case.dtype)
+        variables = [self.gate.param(name) for name in self.gate.get_numpy_params()]
+        self.sources = variables + ([self.x] if self.x is not None else [])
+        self.names = list(self.gate.get_numpy_params()) + (["x"] if self.x is not None else [])
+        self.forward, self.record, self.grads_fn = _gate_calls(self.gate, variables)
+        if case.impl == "compiled":
+            self.forward = tf.function(self.forward, jit_compile=True)
+            self.grads_fn = tf.function(self.grads_fn, jit_compile=True)
 
-    def memory() -> int | None:
-        return peak_memory(fn, case.device)
-
-    def placed(f: Callable[[], Any]) -> Callable[[], Any]:
-        if case.device == "cpu":
+    def _placed(self, f: Callable[[], Any]) -> Callable[[], Any]:
+        if self.case.device == "cpu":
             return f
-        dev = tf_device(case.device)
+        place = self.place
 
         def run() -> Any:
-            with tf.device(dev):
+            with tf.device(place):
                 return f()
         return run
 
-    return Workload(
-        fn=placed(fn), check=check, memory=memory, setup=None, sync=sync, event_factory=None,
-        flush=flush_fn(case.device) if settings.get("flush_l2", False) else None, compile_ms=compile_ms,
-        provenance=versions(case.device),
-    )
+    numpy = staticmethod(to_numpy)
+
+    def eval_call(self) -> Callable[[], Any]:
+        forward, x = self.forward, self.x
+        return self._placed(lambda: forward(x))
+
+    def train_call(self) -> Callable[[], Any]:
+        grads_fn, x, c, noise = self.grads_fn, self.x, self.c, self.noise
+        return self._placed(lambda: grads_fn(x, c, noise)[0])
+
+    def backward_call(self) -> Callable[[], Any]:
+        """The training forward recorded once on a persistent tape; each call is ``tape.gradient`` on it."""
+        with tf.device(self.place):
+            tape, loss, _ = self.record(self.x, self.c, self.noise, persistent=True)
+        sources = self.sources
+        return self._placed(lambda: tape.gradient(loss, sources))
+
+    def eval_weights(self) -> np.ndarray:
+        return to_numpy(self.forward(self.x))
+
+    def train_weights_and_grads(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        g, q = self.grads_fn(self.x, self.c_check, self.noise)
+        grads = {name: (to_numpy(t) if t is not None else np.zeros(v.shape))
+                 for name, t, v in zip(self.names, g, self.sources, strict=True)}
+        return to_numpy(q), grads
+
+    def grads64(self, gate_params: Mapping[str, np.ndarray], x: np.ndarray | None, noise: np.ndarray | None,
+                c: np.ndarray) -> dict[str, np.ndarray]:
+        return _grads64(self.case, gate_params, x, noise, c)
+
+
+def build_workload(case: cases.Case, settings: Mapping[str, Any] | None = None) -> Workload:
+    """Build the gate of ``case`` (seeded) on its device, its inputs and the timed call of its mode and impl.
+
+    ``fwd``: ``gate(x, training=False)``. ``fwdbwd``: a ``GradientTape`` around the training forward, ``loss =
+    sum(q*c) + regularization_loss``, ``tape.gradient`` w.r.t. the weights and ``x``. ``bwd``: see the module
+    docstring. ``compiled``: ``tf.function(jit_compile=True)`` (XLA) around the same Python function;
+    ``compile_ms`` is the first call (trace and compile).
+    """
+    check_device(case.device)
+    if case.impl == "compiled" and case.mode == "bwd":
+        raise Unavailable("TensorFlow: backward alone cannot be separated from its forward under "
+                          "tf.function(jit_compile=True); time mode 'fwdbwd' instead")
+    return make_workload(case, _TfCase(case), settings)

@@ -14,16 +14,15 @@ import functools
 import importlib.util
 import os
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 import gates
-from harness import cases, timer
-from harness.adapters import Unavailable, Workload
+from harness import accuracy, cases
+from harness.adapters import CaseBuild, Unavailable, Workload, make_workload
 
 __all__ = [
     "devices", "check_device", "check_triton", "torch_device", "sync_fn", "event_factory", "flush_fn",
@@ -149,16 +148,16 @@ def versions(device: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Workloads.
+# Workloads: the PyTorch calls of a case; harness.adapters.make_workload does the rest.
 # --------------------------------------------------------------------------------------------------------------
-def _grads64(case: cases.Case, dev: torch.device, params: dict[str, np.ndarray], x: np.ndarray | None,
+def _grads64(case: cases.Case, dev: torch.device, gate_params: Mapping[str, np.ndarray], x: np.ndarray | None,
              noise: np.ndarray | None, c: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients of ``sum(q * c) + regularization`` by float64 autograd (training mode), w.r.t. params and x."""
     G = gates.backend("torch")
     impl = "bitwise" if case.gate == "dselect_k" else "auto"
     g64 = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype="float64", device=dev, impl=impl,
                       **dict(case.hparams))
-    g64.set_numpy_params(params)
+    g64.set_numpy_params(dict(gate_params))
     g64.train(True)
     device = "gpu" if dev.type == "cuda" else "cpu"
     x64 = to_tensor(x, device, "float64", requires_grad=True)
@@ -172,30 +171,8 @@ def _grads64(case: cases.Case, dev: torch.device, params: dict[str, np.ndarray],
     return out
 
 
-def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> Workload:
-    """Build the gate of ``case`` (seeded), its inputs and the timed call of its mode and impl.
-
-    ``fwd``: ``gate(x)`` in eval mode under ``no_grad``. ``fwdbwd``: training-mode forward, ``loss = sum(q*c) +
-    regularization_loss``, ``loss.backward()``; gradients reset (set to None) before each repetition, outside the
-    timed region. ``bwd``: the forward runs once with its graph kept; each repetition is
-    ``loss.backward(retain_graph=True)`` alone. ``compiled``: ``torch.compile`` of the module (``fwd``) or of the
-    loss function (backward modes, whose backward AOTAutograd compiles too); ``compile_ms`` is the first call.
-    """
-    settings = settings or {}
-    check_device(case.device)
-    if case.impl == "triton":
-        check_triton(case.device)
-    dev = torch_device(case.device)
-    inputs = cases.make_inputs(case)
-    G = gates.backend("torch")
-    gate = G.make_gate(case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype, device=dev,
-                       seed=cases.SEED_PARAMS, impl=cases.gate_impl(case), **dict(case.hparams))
-    gate.train(case.training)
-    x = to_tensor(inputs.x, case.device, case.dtype, requires_grad=case.training and case.per_example)
-    c = to_tensor(inputs.c, case.device, case.dtype)
-    noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
-    grad_tensors = list(gate.parameters()) + ([x] if x is not None and x.requires_grad else [])
-    sync = sync_fn(case.device)
+def _gate_calls(gate: torch.nn.Module) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``forward(x)`` and ``loss_fn(x, c, noise) -> (loss, q)`` of a gate (x None: a static gate)."""
 
     def forward(x_: torch.Tensor | None) -> torch.Tensor:
         return gate(x_) if x_ is not None else gate()
@@ -204,84 +181,97 @@ def build_workload(case: cases.Case, settings: dict[str, Any] | None = None) -> 
         q = gate(x_, noise=noise_, check_noise=False) if x_ is not None else gate(noise=noise_, check_noise=False)
         return (q * c_).sum() + gate.regularization_loss, q
 
-    compiled = case.impl == "compiled"
-    if compiled:
-        # Dynamo caches compiled code per code object (these nested functions are one code object for every case)
-        # and falls back to eager past its cache limit: start each compiled case from an empty cache.
-        torch._dynamo.reset()
-        forward = torch.compile(forward, dynamic=False)
-        loss_fn = torch.compile(loss_fn, dynamic=False)
+    return forward, loss_fn
 
-    setup: Callable[[], None] | None = None
-    compile_ms: float | None = None
-    if case.mode == "fwd":
+
+class _TorchCase(CaseBuild):
+    """A case's gate (seeded, on its device, in its dtype and impl), its tensors and its PyTorch calls.
+
+    ``compiled``: ``torch.compile`` of the forward and of the loss function (whose backward AOTAutograd compiles
+    too), from an empty Dynamo cache: Dynamo caches compiled code per code object (the nested functions of
+    ``_gate_calls`` are one code object for every case) and falls back to eager past its cache limit.
+    """
+
+    def __init__(self, case: cases.Case):
+        self.case, self.dev = case, torch_device(case.device)
+        inputs = cases.make_inputs(case)
+        self.gate = gates.backend("torch").make_gate(
+            case.gate, case.experts, case.k, case.input_dim, dtype=case.dtype, device=self.dev,
+            seed=cases.SEED_PARAMS, impl=cases.make_gate_impl(case), **dict(case.hparams))
+        self.gate.train(case.training)
+        self.x = to_tensor(inputs.x, case.device, case.dtype, requires_grad=case.training and case.per_example)
+        self.c = to_tensor(inputs.c, case.device, case.dtype)
+        self.noise = to_tensor(inputs.noise, case.device, case.dtype) if case.training else None
+        self.c_check = to_tensor(accuracy.check_c(case, inputs), case.device, case.dtype)
+        with_x = self.x is not None and self.x.requires_grad
+        self.grad_names = [name for name, _ in self.gate.named_parameters()] + (["x"] if with_x else [])
+        self.grad_tensors = list(self.gate.parameters()) + ([self.x] if with_x else [])
+        self.forward, self.loss_fn = _gate_calls(self.gate)
+        if case.impl == "compiled":
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.forward, dynamic=False)
+            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)
+        if case.training:
+            self.reset = functools.partial(reset_grads, self.grad_tensors)
+
+    numpy = staticmethod(to_numpy)
+
+    def eval_call(self) -> Callable[[], Any]:
+        forward, x = self.forward, self.x
+
         def fn() -> Any:
             with torch.no_grad():
                 return forward(x)
-        if compiled:
-            compile_ms = timer.time_once(fn, sync)
-    elif case.mode == "fwdbwd":
+        return fn
+
+    def train_call(self) -> Callable[[], Any]:
+        loss_fn, x, c, noise = self.loss_fn, self.x, self.c, self.noise
+
         def fn() -> Any:
             loss_fn(x, c, noise)[0].backward()
-        def setup() -> None:
-            reset_grads(grad_tensors)
-        if compiled:
-            compile_ms = timer.time_once(fn, sync)
-            setup()
-    else:  # bwd: forward once, graph kept; backward alone
-        t0 = time.perf_counter()
-        if compiled:
-            # AOTAutograd donates saved buffers to the backward unless told not to, which forbids the
-            # retain_graph=True that repeating a backward needs.
+        return fn
+
+    def backward_call(self) -> Callable[[], Any]:
+        """The forward once with its graph kept; each call is ``loss.backward(retain_graph=True)``. Compiled:
+        AOTAutograd donates saved buffers to the backward unless told not to, which forbids ``retain_graph``."""
+        if self.case.impl == "compiled":
             with torch._functorch.config.patch(donated_buffer=False):
-                loss = loss_fn(x, c, noise)[0]
+                loss = self.loss_fn(self.x, self.c, self.noise)[0]
         else:
-            loss = loss_fn(x, c, noise)[0]
-        first = (time.perf_counter() - t0) * 1e3
+            loss = self.loss_fn(self.x, self.c, self.noise)[0]
+
         def fn() -> Any:
             loss.backward(retain_graph=True)
-        def setup() -> None:
-            reset_grads(grad_tensors)
-        if compiled:
-            compile_ms = first + timer.time_once(fn, sync)
-            setup()
+        return fn
 
-    c_check = to_tensor(cases.check_c(case, inputs), case.device, case.dtype)
+    def eval_weights(self) -> np.ndarray:
+        with torch.no_grad():
+            return to_numpy(self.forward(self.x))
 
-    def check() -> dict[str, Any]:
-        params_np = gate.get_numpy_params()
-        x_np = to_numpy(x) if x is not None else None
-        noise_np = to_numpy(noise) if noise is not None else None
-        if not case.training:
-            with torch.no_grad():
-                q = forward(x)
-            return cases.evaluate_accuracy(case, params_np, x_np, None, to_numpy(q))
-        reset_grads(grad_tensors)
-        loss, q = loss_fn(x, c_check, noise)
+    def train_weights_and_grads(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        reset_grads(self.grad_tensors)
+        loss, q = self.loss_fn(self.x, self.c_check, self.noise)
         loss.backward()
-        names = [name for name, _ in gate.named_parameters()] + (["x"] if x is not None and x.requires_grad else [])
         grads = {name: (to_numpy(t.grad) if t.grad is not None else np.zeros(tuple(t.shape)))
-                 for name, t in zip(names, grad_tensors, strict=True)}
-        reset_grads(grad_tensors)
-        # float64 autograd of the same framework; DSelect-k through plain autograd (bitwise), not the fused
-        # Function whose analytic backward is being checked.
-        c_np = to_numpy(c_check)
-        ref = _grads64(case, dev, params_np, x_np, noise_np, c_np)
-        out = cases.evaluate_accuracy(case, params_np, x_np, noise_np, to_numpy(q), grads, ref)
-        if case.per_example and case.batch > cases.CHECK_ROWS:  # finite differences on a sub-batch
-            rows = slice(0, cases.CHECK_ROWS)
-            x_np, c_np = x_np[rows], c_np[rows]
-            noise_np = None if noise_np is None else noise_np[rows]
-            ref = _grads64(case, dev, params_np, x_np, noise_np, c_np)
-        return cases.add_finite_difference_check(out, case, params_np, x_np, noise_np, c_np, ref)
+                 for name, t in zip(self.grad_names, self.grad_tensors, strict=True)}
+        reset_grads(self.grad_tensors)
+        return to_numpy(q), grads
 
-    def memory() -> int:
-        if setup is not None:
-            setup()
-        return peak_memory_bytes(fn, case.device)
+    def grads64(self, gate_params: Mapping[str, np.ndarray], x: np.ndarray | None, noise: np.ndarray | None,
+                c: np.ndarray) -> dict[str, np.ndarray]:
+        return _grads64(self.case, self.dev, gate_params, x, noise, c)
 
-    return Workload(
-        fn=fn, check=check, memory=memory, setup=setup, sync=sync, event_factory=event_factory(case.device),
-        flush=flush_fn(case.device) if settings.get("flush_l2", False) else None, compile_ms=compile_ms,
-        provenance=versions(case.device),
-    )
+
+def build_workload(case: cases.Case, settings: Mapping[str, Any] | None = None) -> Workload:
+    """Build the gate of ``case`` (seeded), its inputs and the timed call of its mode and impl.
+
+    ``fwd``: ``gate(x)`` in eval mode under ``no_grad``. ``fwdbwd``: training-mode forward, ``loss = sum(q*c) +
+    regularization_loss``, ``loss.backward()``; gradients reset (set to None) before each repetition, outside the
+    timed region. ``bwd``: the forward runs once with its graph kept; each repetition is
+    ``loss.backward(retain_graph=True)`` alone. ``compiled``: ``torch.compile`` of the module (``fwd``) or of the
+    loss function (backward modes, whose backward AOTAutograd compiles too); ``compile_ms`` is the first call.
+    """
+    check_device(case.device)
+    if case.impl == "triton":
+        check_triton(case.device)
+    return make_workload(case, _TorchCase(case), settings)
