@@ -1,5 +1,8 @@
 """Write a report directory: a self-contained ``index.html``, ``summary.md`` and ``results.csv``.
 
+``assemble_report`` computes what the report shows (``ReportData``); ``html_text``, ``markdown_text`` and
+``write_csv`` format it; ``build_report`` does all three into a directory.
+
 ``index.html`` embeds every figure as a base64 PNG and has no external resource. A small inline script checks,
 once the page has loaded, that every ``<img>`` decoded (``naturalWidth > 0``) and sets ``document.title`` to
 ``"gatebench report: N figures ok"`` or ``"gatebench report: FIGURE ERROR ..."``, and counts the page's errors
@@ -138,6 +141,134 @@ def _provenance_html(records: list[dict]) -> str:
     return _table_html(frame)
 
 
+@dataclass
+class ReportData:
+    """Everything a report shows, assembled once from the loaded rows; the writers only format it."""
+
+    title: str
+    generated: str
+    sources: list[str]
+    baseline: str
+    frame: pd.DataFrame
+    problems: list[str]
+    counts: pd.DataFrame  # rows per kind and status
+    timing: pd.DataFrame  # reports.tables.timing_table, full precision
+    timing_sections: list[tuple[str, pd.DataFrame]]  # the formatted timing table per shape and mode
+    memory: pd.DataFrame  # MiB, formatted, one column per framework
+    recovery: pd.DataFrame  # reports.tables.recovery_table, full precision
+    recovery_shown: pd.DataFrame
+    figures: list[Figure]
+    skipped: list[str]  # figures not drawn, and why
+    provenance: list[dict]
+
+
+def assemble_report(
+    loaded: Loaded, *, baseline: str = DEFAULT_BASELINE, sources: Iterable[str] = (), title: str = "gatebench report"
+) -> ReportData:
+    """The report's tables, figures and provenance for the loaded rows."""
+    frame = loaded.frame
+    timing = timing_table(frame, baseline=baseline)
+    memory = memory_table(frame)
+    recovery = recovery_table(frame, baseline=baseline)
+    figures, skipped = make_figures(frame)
+    counts = pd.DataFrame()
+    if len(frame):
+        counts = frame.groupby(["kind", "status"], dropna=False).size().reset_index(name="rows")
+    return ReportData(
+        title=title,
+        generated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        sources=list(sources),
+        baseline=baseline,
+        frame=frame,
+        problems=list(loaded.problems),
+        counts=counts,
+        timing=timing,
+        timing_sections=_timing_sections(format_timing(timing)),
+        memory=memory.map(lambda v: f"{v:.3g}" if pd.notna(v) else "").reset_index() if not memory.empty else memory,
+        recovery=recovery,
+        recovery_shown=format_recovery(recovery, recovery_metrics(frame)),
+        figures=figures,
+        skipped=list(skipped),
+        provenance=provenance_summary(frame),
+    )
+
+
+def html_text(data: ReportData) -> str:
+    """The self-contained ``index.html`` (see the module docstring)."""
+    title = html.escape(data.title)
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>",
+        f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
+        f"<h1>{title}</h1>",
+        f"<p>Generated {data.generated} from {len(data.frame)} rows of {len(data.sources)} input(s): "
+        + ", ".join(f"<code>{html.escape(s)}</code>" for s in data.sources)
+        + ".</p>",
+        _table_html(data.counts),
+    ]
+    if data.problems:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in data.problems)
+        parts.append(f"<h2>Problems while loading</h2><ul class='problems'>{items}</ul>")
+    base = html.escape(data.baseline)
+    parts.append(
+        f"<h2>Timing: ratio to the baseline ({base} in the same framework)</h2>"
+        "<p>ratio = median(case) / median(baseline); 95% bootstrap interval of the ratio of medians; mark: "
+        "two-sided Mann-Whitney U on the raw samples, p &lt; 0.05.</p>"
+    )
+    if not data.timing_sections:
+        parts.append("<p><em>no timing rows</em></p>")
+    for name, table in data.timing_sections:
+        parts.append(f"<h3>{html.escape(name)}</h3>" + _table_html(table, mark_col="mark"))
+    parts.append("<h2>Peak memory (MiB)</h2>" + _table_html(data.memory))
+    parts.append(
+        "<h2>Recovery (mean ± s.e. over seeds; median paired difference and Wilcoxon signed-rank p against "
+        f"{base})</h2>" + _table_html(data.recovery_shown)
+    )
+    parts.append("<h2>Figures</h2>")
+    parts += [_figure_html(fig) for fig in data.figures]
+    if data.skipped:
+        parts.append("<p>Not drawn: " + "; ".join(html.escape(s) for s in data.skipped) + ".</p>")
+    parts.append("<h2>Provenance</h2>" + _provenance_html(data.provenance))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def markdown_text(data: ReportData) -> str:
+    """``summary.md``: the same tables in Markdown."""
+    sources = ", ".join(data.sources)
+    md = [f"# {data.title}", "", f"Generated {data.generated} from {len(data.frame)} rows: {sources}", ""]
+    if data.problems:
+        md += ["## Problems while loading", ""] + [f"- {p}" for p in data.problems] + [""]
+    md += [f"## Timing: ratio to {data.baseline} (same framework, shape and mode)", ""]
+    for name, table in data.timing_sections:
+        md += [f"### {name}", "", _md_table(table)]
+    if not data.memory.empty:
+        md += ["## Peak memory (MiB)", "", _md_table(data.memory)]
+    if not data.recovery_shown.empty:
+        md += [
+            f"## Recovery (mean ± s.e.; median paired difference, Wilcoxon signed-rank p vs {data.baseline})",
+            "",
+            _md_table(data.recovery_shown),
+        ]
+    md += ["## Figures", ""] + [f"- {f.title}: {f.caption}" for f in data.figures] + [""]
+    md += ["## Provenance", ""] + [f"- {json.dumps(r, default=str)}" for r in data.provenance] + [""]
+    return "\n".join(md)
+
+
+def write_csv(data: ReportData, out: Path) -> Path:
+    """``results.csv`` (the loaded frame, lists and dicts as JSON), ``timing_table.csv`` and, with recovery rows,
+    ``recovery_table.csv`` (full precision); returns the path of ``results.csv``."""
+    csv = out / "results.csv"
+    flat = data.frame.copy()
+    for col in flat.columns:
+        if flat[col].dtype == object:
+            flat[col] = flat[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v)
+    flat.to_csv(csv, index=False)
+    data.timing.to_csv(out / "timing_table.csv", index=False)
+    if not data.recovery.empty:
+        data.recovery.to_csv(out / "recovery_table.csv", index=False)
+    return csv
+
+
 def build_report(
     loaded: Loaded,
     out_dir: str | os.PathLike[str],
@@ -146,104 +277,15 @@ def build_report(
     sources: Iterable[str] = (),
     title: str = "gatebench report",
 ) -> ReportPaths:
-    """Write ``index.html``, ``summary.md`` and ``results.csv`` for the loaded rows into ``out_dir``."""
+    """Write ``index.html``, ``summary.md`` and the CSV files for the loaded rows into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame = loaded.frame
-    timing = timing_table(frame, baseline=baseline)
-    shown = format_timing(timing)
-    memory = memory_table(frame)
-    metrics = recovery_metrics(frame)
-    recovery = recovery_table(frame, baseline=baseline)
-    recovery_shown = format_recovery(recovery, metrics)
-    figures, skipped = make_figures(frame)
-    records = provenance_summary(frame)
-    counts = (
-        frame.groupby(["kind", "status"], dropna=False).size().reset_index(name="rows")
-        if len(frame)
-        else pd.DataFrame()
-    )
-    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    sources = list(sources)
-
-    # ---- index.html
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Generated {now} from {len(frame)} rows of {len(sources)} input(s): "
-        + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources)
-        + ".</p>",
-        _table_html(counts),
-    ]
-    if loaded.problems:
-        parts.append(
-            "<h2>Problems while loading</h2><ul class='problems'>"
-            + "".join(f"<li>{html.escape(p)}</li>" for p in loaded.problems)
-            + "</ul>"
-        )
-    parts.append(
-        f"<h2>Timing: ratio to the baseline ({html.escape(baseline)} in the same framework)</h2>"
-        "<p>ratio = median(case) / median(baseline); 95% bootstrap interval of the ratio of medians; mark: "
-        "two-sided Mann-Whitney U on the raw samples, p &lt; 0.05.</p>"
-    )
-    sections = _timing_sections(shown)
-    if not sections:
-        parts.append("<p><em>no timing rows</em></p>")
-    for name, table in sections:
-        parts.append(f"<h3>{html.escape(name)}</h3>" + _table_html(table, mark_col="mark"))
-    memory_shown = (
-        memory.map(lambda v: f"{v:.3g}" if pd.notna(v) else "").reset_index() if not memory.empty else memory
-    )
-    parts.append("<h2>Peak memory (MiB)</h2>" + _table_html(memory_shown))
-    parts.append(
-        "<h2>Recovery (mean ± s.e. over seeds; median paired difference and Wilcoxon signed-rank p against "
-        f"{html.escape(baseline)})</h2>"
-        + _table_html(recovery_shown)
-    )
-    parts.append("<h2>Figures</h2>")
-    for fig in figures:
-        parts.append(_figure_html(fig))
-    if skipped:
-        parts.append("<p>Not drawn: " + "; ".join(html.escape(s) for s in skipped) + ".</p>")
-    parts.append("<h2>Provenance</h2>" + _provenance_html(records))
-    parts.append("</body></html>")
-    index = out / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
-
-    # ---- summary.md
-    md = [f"# {title}", "", f"Generated {now} from {len(frame)} rows: {', '.join(sources)}", ""]
-    if loaded.problems:
-        md += ["## Problems while loading", ""] + [f"- {p}" for p in loaded.problems] + [""]
-    md += [f"## Timing: ratio to {baseline} (same framework, shape and mode)", ""]
-    for name, table in sections:
-        md += [f"### {name}", "", _md_table(table)]
-    if not memory.empty:
-        md += ["## Peak memory (MiB)", "", _md_table(memory_shown)]
-    if not recovery_shown.empty:
-        md += [
-            f"## Recovery (mean ± s.e.; median paired difference, Wilcoxon signed-rank p vs {baseline})",
-            "",
-            _md_table(recovery_shown),
-        ]
-    md += ["## Figures", ""] + [f"- {f.title}: {f.caption}" for f in figures] + [""]
-    md += ["## Provenance", ""] + [f"- {json.dumps(r, default=str)}" for r in records] + [""]
-    summary = out / "summary.md"
-    summary.write_text("\n".join(md), encoding="utf-8")
-
-    # ---- results.csv (lists and dicts as JSON)
-    csv = out / "results.csv"
-    flat = frame.copy()
-    for col in flat.columns:
-        if flat[col].dtype == object:
-            flat[col] = flat[col].map(
-                lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v
-            )
-    flat.to_csv(csv, index=False)
-    timing.to_csv(out / "timing_table.csv", index=False)
-    if not recovery.empty:
-        recovery.to_csv(out / "recovery_table.csv", index=False)
-    return ReportPaths(out, index, summary, csv, len(figures), list(loaded.problems))
+    data = assemble_report(loaded, baseline=baseline, sources=sources, title=title)
+    index, summary = out / "index.html", out / "summary.md"
+    index.write_text(html_text(data), encoding="utf-8")
+    summary.write_text(markdown_text(data), encoding="utf-8")
+    csv = write_csv(data, out)
+    return ReportPaths(out, index, summary, csv, len(data.figures), list(data.problems))
 
 
 def _figure_html(fig: Figure) -> str:

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from reports._cli import register
+from gatebench.cli.report import register
 from reports.compare import MARK_FAILED, MARK_SAME, MARK_SLOWER, compare_frames, compare_paths
 from reports.load import load_results
 from tests.fixtures.synthetic import write_fixture, write_scaled
