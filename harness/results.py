@@ -1,8 +1,9 @@
 """Results files: long-form JSON Lines, one row per case, appended and fsynced as each case finishes.
 
 Every results file of gatebench (timing and recovery suites alike) uses these rows. A row is a flat dict with
-the columns below plus ``provenance`` (a dict: machine, CPU, GPU, versions, commit, time). Times are in
-milliseconds (``*_ms``), memory in bytes (``*_bytes``).
+the columns declared in ``harness.schema`` (identifying columns, statistics, their dtypes and units), among them
+``provenance`` (a dict: machine, CPU, GPU, versions, commit, time). Times are in milliseconds (``*_ms``), memory
+in bytes (``*_bytes``).
 
 A crash, an out-of-memory or a SIGKILL between two cases loses nothing; a kill in the middle of a write leaves at
 most one partial last line, which the reader reports and skips (and the writer terminates before appending).
@@ -21,44 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from harness.schema import (
+    COMMON_KEYS,
+    KINDS,
+    SCHEMA_VERSION,
+    STATUSES,
+    TIMING_KEYS,
+    TIMING_STATS,
+    check_values,
+    row_kind,
+)
 
-# Columns that identify a timing case, in order.
-TIMING_KEYS: tuple[str, ...] = (
-    "gate",
-    "framework",
-    "device",
-    "impl",
-    "mode",
-    "gating",
-    "batch",
-    "input_dim",
-    "experts",
-    "k",
-    "dtype",
-)
-# Statistics of a timing row (milliseconds unless named otherwise).
-TIMING_STATS: tuple[str, ...] = (
-    "median_ms",
-    "iqr_ms",
-    "p20_ms",
-    "p80_ms",
-    "mean_ms",
-    "min_ms",
-    "max_ms",
-    "n_samples",
-    "samples_ms",
-    "peak_mem_bytes",
-    "compile_ms",
-    "max_abs_err",
-)
-# Columns common to every row.
-COMMON_KEYS: tuple[str, ...] = ("schema", "kind", "suite", "case_id", "status", "error", "provenance")
-STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+__all__ = [
+    "SCHEMA_VERSION", "STATUSES", "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "case_id", "provenance",
+    "ResultsWriter", "ReadResult", "read_rows", "completed_case_ids", "make_row", "row_json",
+]
 
 
 def case_id(params: Mapping[str, Any]) -> str:
-    """A stable, readable identifier of a case from its parameters (sorted ``key=value`` pairs)."""
+    """A stable, readable identifier of a case from its identifying columns (sorted ``key=value`` pairs)."""
     return ",".join(f"{key}={params[key]}" for key in sorted(params))
 
 
@@ -141,11 +123,16 @@ class ResultsWriter:
                 os.fsync(fh.fileno())
 
     def write(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps(_jsonable(row), allow_nan=True, separators=(",", ":")) + "\n"
+        line = row_json(row) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """A row as one line of JSON (NumPy scalars and arrays as numbers and lists; NaN kept as ``NaN``)."""
+    return json.dumps(_jsonable(row), allow_nan=True, separators=(",", ":"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -186,7 +173,7 @@ def read_rows(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
             except json.JSONDecodeError as exc:
                 result.problems.append(f"{path}:{number}: not JSON ({exc.msg})")
                 continue
-            if not isinstance(row, dict) or row.get("kind") not in ("timing", "recovery"):
+            if not isinstance(row, dict) or row.get("kind") not in KINDS:
                 result.problems.append(f"{path}:{number}: not a gatebench row (no 'kind' timing/recovery)")
                 continue
             result.rows.append(row)
@@ -210,14 +197,19 @@ def make_row(
     extra_provenance: Mapping[str, Any] | None = None,
     **values: Any,
 ) -> dict[str, Any]:
-    """Assemble a row: the case's parameters, its values, and the common columns."""
-    if kind not in ("timing", "recovery"):
-        raise ValueError(f"kind: expected 'timing' or 'recovery'; got {kind!r}")
+    """Assemble a row: the case's identifying columns (``params``), its values, and the common columns.
+
+    A timing row always has every statistic column (None where not measured); a value that does not fit its
+    declared column (``harness.schema``), an unknown kind or status is a ValueError.
+    """
+    blank = row_kind(kind).blank()
     if status not in STATUSES:
         raise ValueError(f"status: expected one of {', '.join(STATUSES)}; got {status!r}")
     row: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": kind, "suite": suite, "case_id": case_id(params)}
     row.update(params)
+    row.update(blank)
     row.update(values)
     row["status"], row["error"] = status, error
+    check_values(kind, row)
     row["provenance"] = provenance(extra_provenance)
     return row

@@ -27,65 +27,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.results import COMMON_KEYS, TIMING_KEYS, TIMING_STATS, read_rows
-
-# Declared columns and their pandas dtypes. "object" columns hold str, list or dict values.
-SCHEMA: dict[str, str] = {
-    # common
-    "schema": "Int64",
-    "kind": "string",
-    "suite": "string",
-    "case_id": "string",
-    "status": "string",
-    "error": "string",
-    "provenance": "object",
-    # timing case keys
-    "gate": "string",
-    "framework": "string",
-    "device": "string",
-    "impl": "string",
-    "mode": "string",
-    "gating": "string",
-    "batch": "Int64",
-    "input_dim": "Int64",
-    "experts": "Int64",
-    "k": "Int64",
-    "dtype": "string",
-    # timing statistics (milliseconds, bytes)
-    "median_ms": "float64",
-    "iqr_ms": "float64",
-    "p20_ms": "float64",
-    "p80_ms": "float64",
-    "mean_ms": "float64",
-    "min_ms": "float64",
-    "max_ms": "float64",
-    "n_samples": "Int64",
-    "samples_ms": "object",
-    "peak_mem_bytes": "float64",
-    "compile_ms": "float64",
-    "max_abs_err": "float64",
-    # recovery
-    "seed": "Int64",
-    "f1": "float64",
-    "precision": "float64",
-    "recall": "float64",
-    # where the row came from
-    "source": "string",
-    "line": "Int64",
-}
-# Metrics of recovery rows that the tables summarise when present (other columns are kept, not tabulated).
-# (harness/recovery/metrics.py names them; ``support_changes`` is the support instability, 0 = settled.)
-RECOVERY_METRICS: tuple[str, ...] = (
-    "f1",
-    "precision",
-    "recall",
-    "exact_support_rate",
-    "nnz",
-    "support_changes",
-    "steps_to_support",
-    "test_mse",
-    "final_loss",
+from harness.results import read_rows
+from harness.schema import (  # noqa: F401 - RECOVERY_METRICS: the metrics the report's tables summarise
+    COMMON_KEYS,
+    KINDS,
+    RECOVERY_METRICS,
+    SCHEMA_VERSION,
+    TIMING,
+    TIMING_KEYS,
+    reader_dtypes,
 )
+
+__all__ = ["SCHEMA", "RECOVERY_METRICS", "REQUIRED", "NON_KEY_COLUMNS", "Loaded", "load_results", "to_frame",
+           "empty_frame", "samples_of", "provenance_summary"]
+
+# Declared columns and their pandas dtypes: every column of harness.schema (both row kinds), then where the row
+# came from. "object" columns hold list or dict values.
+SCHEMA: dict[str, str] = {**reader_dtypes(), "source": "string", "line": "Int64"}
 # Columns that every row of a kind must have.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "timing": ("gate", "framework", "case_id", "status"),
@@ -93,7 +51,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # Columns that never identify a case (used to find the identifying columns of recovery rows).
 NON_KEY_COLUMNS: frozenset[str] = (
-    frozenset(COMMON_KEYS) | frozenset(TIMING_STATS) | {"source", "line", "schema"}
+    frozenset(COMMON_KEYS) | frozenset(c.name for c in TIMING.statistics + TIMING.labels) | {"source", "line"}
 )
 
 
@@ -144,7 +102,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             obj = json.loads(text)
         except json.JSONDecodeError:
             continue
-        if isinstance(obj, dict) and obj.get("kind") in ("timing", "recovery"):
+        if isinstance(obj, dict) and obj.get("kind") in KINDS:
             numbers.append(number)
     for row, number in zip(result.rows, numbers, strict=False):
         rows.append({**row, "source": str(path), "line": number})
@@ -179,7 +137,7 @@ def _read_pytest_benchmark(path: Path) -> tuple[list[dict[str, Any]], list[str]]
             continue
         stats, extra = bench["stats"], dict(bench.get("extra_info") or {})
         row: dict[str, Any] = {
-            "schema": 1,
+            "schema": SCHEMA_VERSION,
             "kind": "timing",
             "suite": extra.pop("suite", "pytest-benchmark"),
             "status": "ok",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gates import FRAMEWORKS, GATE_NAMES
+from harness.schema import RECOVERY_METRICS
 
 from .data import PlantedData, generate
 from .loop import TrainResult
@@ -28,10 +29,8 @@ from .metrics import (
 )
 from .problem import RecoveryProblem
 
-# Metric columns of a run, in display order.
-METRICS: tuple[str, ...] = (
-    "f1", "precision", "recall", "exact_support_rate", "test_mse", "steps_to_support", "support_changes", "nnz",
-)
+# Metric columns of a run summarised over seeds, in display order (declared in harness.schema).
+METRICS: tuple[str, ...] = RECOVERY_METRICS
 
 
 def check_framework(framework: Any) -> str:

@@ -13,11 +13,12 @@ Suite file (TOML)::
     gating = "static"
     experts = 16
 
-``expand`` turns it into one flat params dict per case (``gate``, ``framework``, ``seed``, ``problem`` (name) and
-every field of the problem, defaults included, so a case id pins the whole definition); ``run_case`` runs one and
-returns its metric columns. Suites are loaded by ``harness.suite.load_suite`` and run by the generic runner
-(``harness.runner.run_suite``: results file, resume, executors), which calls ``expand`` and ``run_case``; both
-``gatebench run SUITE`` and ``gatebench recover --suite SUITE`` go through it.
+``expand`` turns it into one flat dict of identifying columns (``params``) per case (``gate``, ``framework``,
+``seed``, ``problem`` (name) and every field of the problem, defaults included, so a case id pins the whole
+definition); ``run_case`` runs one and returns its metric columns. Suites are loaded (and expanded, so checked) by
+``harness.suite.load_suite`` and run by the generic runner (``harness.runner.run_suite``: results file, resume,
+executors; ``harness.tasks`` calls ``run_case``); both ``gatebench run SUITE`` and ``gatebench recover --suite
+SUITE`` go through it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _list(suite: dict[str, Any], key: str, allowed: tuple[str, ...]) -> list[str
 
 
 def expand(suite_dict: dict[str, Any]) -> list[dict[str, Any]]:
-    """One params dict per case, ordered problem -> seed -> framework -> gate (a seed's runs share its data)."""
+    """One dict of identifying columns per case, ordered problem -> seed -> framework -> gate (a seed's runs share
+    its data)."""
     unknown = sorted(set(suite_dict) - set(SUITE_KEYS))
     if unknown:
         raise ValueError(f"suite: unknown keys {', '.join(unknown)} (allowed: {', '.join(SUITE_KEYS)})")
@@ -75,7 +77,8 @@ def problem_of(params: dict[str, Any]) -> RecoveryProblem:
 
 
 def run_case(params: dict[str, Any]) -> dict[str, Any]:
-    """Run one case; return its metric columns (``f1``, ``precision``, ... see ``run.METRICS``). Raises on failure."""
+    """Run one case; return its metric columns (``f1``, ``precision``, ... see ``harness.schema.RECOVERY``). Raises
+    on failure."""
     from .run import run_one
 
     missing = [key for key in CASE_KEYS if key not in params]

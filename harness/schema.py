@@ -1,0 +1,183 @@
+"""The columns of a results row, declared once: per row kind, what identifies a case, what was measured, the
+dtype a reader gives each column and its unit.
+
+A row (``harness.results.make_row``) is a flat dict: the common columns (``COMMON``), the case's identifying
+columns (``RowKind.keys``, then ``RowKind.optional_keys`` when the case has them), descriptive labels, and the
+statistics. ``make_row`` checks every declared column it is given against its dtype (``check_values``);
+columns that are not declared (the problem knobs of a recovery case, new labels of an adapter) are kept as they
+come. ``reports.load`` derives its pandas dtypes from ``reader_dtypes()``.
+
+Dtypes are pandas dtypes: ``string`` (str), ``Int64`` (an integer), ``float64`` (a number; NaN allowed),
+``object`` (a list or a dict). ``None`` is allowed in every column but ``schema``, ``kind``, ``suite``,
+``case_id`` and ``status``. Units: ``ms`` (milliseconds), ``bytes``, ``""`` (none).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION", "KINDS", "STATUSES", "Column", "RowKind", "COMMON", "TIMING", "RECOVERY", "ROW_KINDS",
+    "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "RECOVERY_KEYS", "RECOVERY_METRICS", "row_kind", "check_values",
+    "reader_dtypes",
+]
+
+SCHEMA_VERSION = 1
+KINDS: tuple[str, ...] = ("timing", "recovery")
+STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, the pandas dtype a reader gives it, its unit and what it holds."""
+
+    name: str
+    dtype: str
+    unit: str = ""
+    doc: str = ""
+
+
+def _columns(dtype: str, unit: str, names: str) -> tuple[Column, ...]:
+    return tuple(Column(name, dtype, unit) for name in names.split())
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """The columns of one kind of row. ``complete``: every statistic column is in every row (None where it was
+    not measured: a skipped case, a forward-only case's gradient error)."""
+
+    name: str
+    keys: tuple[Column, ...]
+    statistics: tuple[Column, ...]
+    optional_keys: tuple[Column, ...] = ()
+    labels: tuple[Column, ...] = ()
+    complete: bool = False
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return COMMON + self.keys + self.optional_keys + self.labels + self.statistics
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.keys)
+
+    @property
+    def statistic_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.statistics)
+
+    def blank(self) -> dict[str, None]:
+        """The statistic columns a row of this kind always has, all None (the start of every row)."""
+        return {name: None for name in self.statistic_names} if self.complete else {}
+
+
+COMMON: tuple[Column, ...] = (
+    Column("schema", "Int64", doc="SCHEMA_VERSION of the writer"),
+    Column("kind", "string", doc="one of KINDS"),
+    Column("suite", "string", doc="name of the suite the row belongs to"),
+    Column("case_id", "string", doc="sorted key=value pairs of the identifying columns"),
+    Column("status", "string", doc="one of STATUSES"),
+    Column("error", "string", doc="why a case failed or was skipped; None when ok"),
+    Column("provenance", "object", doc="machine, CPU, GPU, versions, commit, time"),
+)
+_REQUIRED = frozenset(("schema", "kind", "suite", "case_id", "status"))
+
+TIMING = RowKind(
+    "timing",
+    keys=(*_columns("string", "", "gate framework device impl mode gating"),
+          *_columns("Int64", "", "batch input_dim experts k"), Column("dtype", "string")),
+    optional_keys=(Column("hparams", "string", doc="the gate's options as a JSON object, when it has any"),),
+    labels=(Column("gate_impl", "string", doc="which code computed the gate (adapter label)"),
+            Column("compiler", "string", doc="the compiler of a compiled impl (adapter label)"),
+            Column("traceback", "string", doc="the end of the traceback of a failed case")),
+    statistics=(
+        *_columns("float64", "ms", "median_ms iqr_ms p20_ms p80_ms mean_ms min_ms max_ms"),
+        Column("n_samples", "Int64", doc="timed repetitions"),
+        Column("samples_ms", "object", "ms", "every timed repetition"),
+        Column("peak_mem_bytes", "float64", "bytes", "peak extra memory of one call"),
+        Column("compile_ms", "float64", "ms", "first call of a compiled impl"),
+        Column("max_abs_err", "float64", doc="forward error against the NumPy reference"),
+        Column("max_grad_err", "float64", doc="gradient error against the NumPy reference"),
+        Column("fd_grad_err", "float64", doc="NumPy gradient against finite differences"),
+        Column("ambiguous_rows", "Int64", doc="Top-k rows left out of the check as ties at the dtype"),
+        Column("warmup_reps", "Int64", doc="untimed warm-up calls"),
+        Column("estimate_ms", "float64", "ms", "the timer's first estimate of one call"),
+    ),
+    complete=True,
+)
+
+RECOVERY = RowKind(
+    "recovery",
+    keys=(Column("gate", "string"), Column("framework", "string"), Column("seed", "Int64"),
+          Column("problem", "string", doc="name of the problem; its knobs are columns too")),
+    statistics=(
+        *_columns("float64", "", "f1 precision recall exact_support_rate nnz support_changes steps_to_support"),
+        *_columns("float64", "", "test_mse final_loss"),
+        Column("train_ms", "float64", "ms"),
+        Column("noise_floor_mse", "float64"),
+        Column("matched_corr", "float64", doc="learned experts: mean correlation with their planted match"),
+        Column("selection", "string", doc="how the gate's support is read"),
+        Column("support_changes_trace", "object", doc="support changes at each evaluation"),
+        Column("eval_steps", "object", doc="the steps of the evaluations"),
+    ),
+)
+
+ROW_KINDS: dict[str, RowKind] = {kind.name: kind for kind in (TIMING, RECOVERY)}
+
+COMMON_KEYS: tuple[str, ...] = tuple(column.name for column in COMMON)
+TIMING_KEYS: tuple[str, ...] = TIMING.key_names
+TIMING_STATS: tuple[str, ...] = TIMING.statistic_names
+RECOVERY_KEYS: tuple[str, ...] = RECOVERY.key_names
+# The metrics of a recovery run summarised over seeds (mean +- s.e.) by the CLI and the report, in display order.
+RECOVERY_METRICS: tuple[str, ...] = (
+    "f1", "precision", "recall", "exact_support_rate", "nnz", "support_changes", "steps_to_support", "test_mse",
+    "final_loss",
+)
+
+
+def row_kind(kind: Any) -> RowKind:
+    if kind not in ROW_KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {kind!r}")
+    return ROW_KINDS[kind]
+
+
+def _fits(dtype: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if dtype == "string":
+        return isinstance(value, str)
+    if dtype == "Int64":
+        return isinstance(value, numbers.Integral)
+    if dtype == "float64":
+        return isinstance(value, numbers.Real)
+    return isinstance(value, (list, tuple, Mapping))
+
+
+_EXPECTED = {"string": "a string", "Int64": "an integer", "float64": "a number", "object": "a list or a dict"}
+
+
+def check_values(kind: str, values: Mapping[str, Any]) -> None:
+    """Raise ValueError for a declared column of ``kind`` whose value does not fit its dtype, or a status that
+    is not one of ``STATUSES``. Undeclared columns pass."""
+    declared = {column.name: column for column in row_kind(kind).columns}
+    if "status" in values and values["status"] not in STATUSES:
+        raise ValueError(f"status: expected one of {', '.join(STATUSES)}; got {values['status']!r}")
+    for name, value in values.items():
+        column = declared.get(name)
+        if column is None or (value is None and name not in _REQUIRED):
+            continue
+        if not _fits(column.dtype, value):
+            raise ValueError(f"{name}: expected {_EXPECTED[column.dtype]} (a {kind} row's {column.dtype} column); "
+                             f"got {value!r}")
+
+
+def reader_dtypes() -> dict[str, str]:
+    """Every declared column of every kind and its pandas dtype, common columns first, in declaration order."""
+    out: dict[str, str] = {}
+    for kind in ROW_KINDS.values():
+        for column in kind.columns:
+            if out.setdefault(column.name, column.dtype) != column.dtype:
+                raise AssertionError(f"{column.name}: declared {out[column.name]} and {column.dtype}")
+    return out
