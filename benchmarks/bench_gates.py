@@ -15,15 +15,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+try:
+    from harness.env import quiet_frameworks
+except ImportError:  # a commit from before harness.env: scripts/asv_commits.sh exports the same variables
+    pass
+else:
+    quiet_frameworks()  # before the grid's harness (and any framework) loads
 
 from . import grid  # noqa: E402
 
@@ -38,10 +41,10 @@ def synced_timer() -> float:
     return time.perf_counter()
 
 
-def _workload(params: tuple[str, ...]):
+def _workload(values: tuple[str, ...]):
     from harness.adapters import Unavailable, get_adapter
 
-    case = grid.case_of(*params)
+    case = grid.case_of(*values)
     try:
         adapter = get_adapter(case.framework)
         adapter.check_device(case.device)
@@ -82,7 +85,7 @@ class TimeGate:
     def track_harness_median_ms(self, *params: str) -> float:
         from harness.timer import time_fn
 
-        w, s = self.workload, grid.SETTINGS
+        w, s = self.workload, grid.SETTINGS  # s["key"]: a mapping at every commit (TimingSettings or a dict)
         timing = time_fn(
             w.fn,
             sync=w.sync,
@@ -142,13 +145,13 @@ class RecoveryF1:
     def setup(self, gate: str, framework: str) -> None:
         from harness.adapters import framework_installed
 
-        self.params_dict = grid.recovery_case_of(gate, framework)
+        self.case_params = grid.recovery_case_of(gate, framework)
         if not framework_installed(framework):
             raise NotImplementedError(f"{framework} is not installed")
 
     def track_f1(self, gate: str, framework: str) -> float:
         from harness.recovery import suite as recovery_suite
 
-        return float(recovery_suite.run_case(dict(self.params_dict))["f1"])
+        return float(recovery_suite.run_case(dict(self.case_params))["f1"])
 
     track_f1.unit = "F1"  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ to its benchmark processes, so discovery and runs see the same grid.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from harness.cases import Case
@@ -56,7 +57,9 @@ def _timing_cases() -> dict[tuple[str, ...], Case]:
     return {(c.gate, c.framework, c.impl, c.mode, shape_label(c)): c for c in cases}
 
 
-SETTINGS: dict[str, Any] = dict(load_suite(SUITE).settings)
+# The suite's timing settings, as the harness of the measured commit gives them (read them as a mapping: a dict
+# at older commits, ``harness.suite.TimingSettings`` since).
+SETTINGS: Mapping[str, Any] = load_suite(SUITE).settings
 CASES = _timing_cases()
 
 
@@ -70,11 +73,11 @@ def _ordered(index: int) -> list[str]:
 PARAMS: list[list[str]] = [_ordered(i) for i in range(len(PARAM_NAMES))]
 
 
-def case_of(*params: str) -> Case:
+def case_of(*values: str) -> Case:
     """The suite's case for one asv parameter combination; ``NotImplementedError`` (asv: skip) if none."""
-    case = CASES.get(tuple(params))
+    case = CASES.get(tuple(values))
     if case is None:
-        raise NotImplementedError(f"not in suite {SUITE!r}: {dict(zip(PARAM_NAMES, params, strict=True))}")
+        raise NotImplementedError(f"not in suite {SUITE!r}: {dict(zip(PARAM_NAMES, values, strict=True))}")
     return case
 
 
@@ -99,7 +102,8 @@ RECOVERY_PARAMS: list[list[str]] = [
 
 
 def recovery_case_of(gate: str, framework: str) -> dict[str, Any]:
-    params = RECOVERY_CASES.get((gate, framework))
-    if params is None:
+    """The identifying columns of the recovery case of one asv parameter combination."""
+    case_params = RECOVERY_CASES.get((gate, framework))
+    if case_params is None:
         raise NotImplementedError(f"not in recovery suite {RECOVERY_SUITE!r}: {gate}, {framework}")
-    return params
+    return case_params

@@ -3,13 +3,13 @@
 Cases are independent. The runner gives an executor a list of ``Task`` (JSON-able) and writes the rows it yields,
 as they come, in any order. An executor implements ``map(tasks) -> Iterator[(task, row)]``; a distributed engine
 (a job queue, Ray, Dask, Slurm) plugs in by shipping ``task.to_json()`` to a worker that calls
-``harness.runner.execute_task`` (or runs ``python -m harness.executors``) and yielding the rows back, without
-touching suites or results.
+``harness.tasks.execute_task`` (or runs ``python -m harness``) and yielding the rows back, without touching
+suites or results.
 
 * ``InProcessExecutor``: runs each task in this process (frameworks stay imported between cases).
-* ``SubprocessExecutor``: one fresh Python process per task (``python -m harness.executors``, the task as JSON on
-  stdin, the row as the last stdout line): clean GPU memory, no TF/torch interference, and a case that crashes,
-  runs out of memory or is killed gives a ``failed`` row instead of ending the suite.
+* ``SubprocessExecutor``: one fresh Python process per task (``python -m harness``, the task as JSON on stdin,
+  the row as the last stdout line, after ``ROW_MARKER``): clean GPU memory, no TF/torch interference, and a case
+  that crashes, runs out of memory or is killed gives a ``failed`` row instead of ending the suite.
 """
 
 from __future__ import annotations
@@ -21,40 +21,40 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from harness.env import quiet_frameworks
 from harness.results import make_row
+from harness.tasks import Task, execute_task
 
-__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER", "main"]
+__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER"]
 
 ROW_MARKER = "GATEBENCH_ROW "
 
 
 class Executor(Protocol):
-    def map(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]: ...
+    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]: ...
 
 
 class InProcessExecutor:
     """Run tasks one after the other in this process."""
 
-    def map(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
-        from harness.runner import execute_task
-
+    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
         for task in tasks:
             yield task, execute_task(task)
 
 
 class SubprocessExecutor:
-    """Run each task in its own ``python -m harness.executors`` process; ``timeout_s`` per case (None: no limit)."""
+    """Run each task in its own ``python -m harness`` process; ``timeout_s`` per case (None: no limit)."""
 
     def __init__(self, python: str | None = None, timeout_s: float | None = None,
                  env: Mapping[str, str] | None = None):
         self.python = python or sys.executable
         self.timeout_s = timeout_s
-        self.env = {**os.environ, **(env or {})}
+        self.env = quiet_frameworks({**os.environ, **(env or {})})
 
-    def run_one(self, task: Any) -> dict[str, Any]:
+    def run_one(self, task: Task) -> dict[str, Any]:
         payload = json.dumps(task.to_json())
         try:
-            proc = subprocess.run([self.python, "-m", "harness.executors"], input=payload, capture_output=True,
+            proc = subprocess.run([self.python, "-m", "harness"], input=payload, capture_output=True,
                                   text=True, timeout=self.timeout_s, env=self.env, check=False)
         except subprocess.TimeoutExpired:
             return self._failed(task, f"subprocess: case ran past its {self.timeout_s} s limit and was killed")
@@ -66,32 +66,10 @@ class SubprocessExecutor:
                                   + (f": {' | '.join(tail)}" if tail else ""))
 
     @staticmethod
-    def _failed(task: Any, error: str) -> dict[str, Any]:
-        if task.kind == "timing":
-            from harness.results import TIMING_STATS
-            from harness.runner import EXTRA_TIMING_COLUMNS
-
-            empty = {key: None for key in TIMING_STATS + EXTRA_TIMING_COLUMNS}
-            return make_row("timing", task.suite, task.params, "failed", error=error, **empty)
+    def _failed(task: Task, error: str) -> dict[str, Any]:
+        """A failed row of the task's kind (a timing row has every statistic column, all None)."""
         return make_row(task.kind, task.suite, task.params, "failed", error=error)
 
-    def map(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
         for task in tasks:
             yield task, self.run_one(task)
-
-
-def main() -> int:
-    """Worker: read a task (JSON) on stdin, run it, print its row as ``GATEBENCH_ROW {json}`` on stdout."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiet, and no oneDNN
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # custom ops (their round-off differs run to run)
-    from harness.results import _jsonable
-    from harness.runner import execute_task
-
-    row = execute_task(json.loads(sys.stdin.read()))
-    sys.stdout.write(ROW_MARKER + json.dumps(_jsonable(row), separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ A timing suite (``kind = "timing"``, the default)::
 
     name = "smoke"
     description = "..."
-    [settings]                 # timer and runner settings, all optional (defaults: DEFAULT_SETTINGS)
+    [settings]                 # timer and runner settings, all optional (TimingSettings: defaults, checks)
     warmup_ms = 5
     rep_ms = 20
     [[grid]]                   # one or more grids; the suite is their union (duplicates dropped)
@@ -24,21 +24,29 @@ Every key of a grid may be a scalar or a list; the grid is the product of the li
 ``triton`` are dropped for gates other than dselect_k, and ``triton`` for TensorFlow. Static cases have no batch
 or input width (None), so the shapes that differ only in those give one static case.
 
-A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)``.
+A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)`` and takes
+no ``[settings]``.
+
+``load_suite`` checks everything before any case runs: the settings' types and ranges (``TimingSettings``) and
+every grid (expanded once, into ``Suite.cases``); a bad value is a ValueError naming the key and the file.
 Only the standard library and NumPy are used here (``tomllib``), so the GPU machine can expand suites.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
+import numbers
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import cases
 from harness.cases import Case
+from harness.recovery import suite as recovery_suite
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -46,23 +54,86 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as _toml  # type: ignore[no-redef]
 
 __all__ = [
-    "Suite", "DEFAULT_SETTINGS", "KINDS", "SUITES_DIR", "load_suite", "resolve_suite", "find_suites", "expand",
-    "expand_grid", "filter_params", "FILTER_KEYS",
+    "Suite", "TimingSettings", "DEFAULT_SETTINGS", "KINDS", "SUITES_DIR", "load_suite", "resolve_suite",
+    "find_suites", "expand", "expand_grid", "filter_params", "FILTER_KEYS",
 ]
 
 KINDS: tuple[str, ...] = ("timing", "recovery")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "warmup_ms": 25.0,  # warm-up budget per case
-    "rep_ms": 100.0,  # timed budget per case
-    "min_reps": 5,
-    "max_reps": 10_000,
-    "flush_l2": False,  # overwrite a 256 MiB buffer before each GPU repetition
-    "check": True,  # accuracy check before timing
-    "memory": True,  # measure peak memory of one call
-    "max_reference_bytes": 4 * 1024**3,  # skip dselect_k 'reference' cases that would need more
-}
+
+@dataclass(frozen=True)
+class TimingSettings(Mapping[str, Any]):
+    """The ``[settings]`` of a timing suite, checked when built (ValueError naming the key).
+
+    Read the fields (``settings.rep_ms``); code written against the settings dict can still read it as a
+    read-only mapping (``settings["rep_ms"]``, ``dict(settings)``). ``to_json``/``from_json`` carry it across a
+    process boundary.
+    """
+
+    warmup_ms: float = 25.0  # warm-up budget per case
+    rep_ms: float = 100.0  # timed budget per case
+    min_reps: int = 5
+    max_reps: int = 10_000
+    flush_l2: bool = False  # overwrite a 256 MiB buffer before each GPU repetition
+    check: bool = True  # accuracy check before timing
+    memory: bool = True  # measure peak memory of one call
+    max_reference_bytes: int = 4 * 1024**3  # skip dselect_k 'reference' cases that would need more
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_ms", "rep_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name, low in (("min_reps", 1), ("max_reps", max(1, _int_or(self.min_reps, 1))),
+                          ("max_reference_bytes", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("flush_l2", "check", "memory"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: expected true or false; got {value!r}")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str | None = None) -> TimingSettings:
+        """Settings from a ``[settings]`` table or ``to_json()``; errors name ``settings.<key>`` and ``source``."""
+        where = f" (in {source})" if source else ""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"settings: expected a table; got {type(data).__name__}{where}")
+        unknown = sorted(set(data) - set(_SETTING_NAMES))
+        if unknown:
+            raise ValueError(f"settings: unknown keys {unknown}; expected some of {sorted(_SETTING_NAMES)}{where}")
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            raise ValueError(f"settings.{exc}{where}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # Read-only mapping over the fields.
+    def __getitem__(self, key: str) -> Any:
+        if key not in _SETTING_NAMES:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SETTING_NAMES)
+
+    def __len__(self) -> int:
+        return len(_SETTING_NAMES)
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+_SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimingSettings))
+DEFAULT_SETTINGS = TimingSettings()
 _GRID_LISTS = ("gate", "framework", "device", "impl", "mode", "gating", "dtype")
 _SHAPE_KEYS = ("batch", "input_dim", "experts", "k")
 FILTER_KEYS: tuple[str, ...] = ("gate", "framework", "device", "impl", "mode", "gating", "dtype", "experts")
@@ -70,14 +141,23 @@ FILTER_KEYS: tuple[str, ...] = ("gate", "framework", "device", "impl", "mode", "
 
 @dataclass(frozen=True)
 class Suite:
-    """A loaded suite file: its name, kind, settings (defaults filled in) and the raw TOML dict."""
+    """A loaded, checked suite: its name, kind, settings (None for recovery suites), the raw TOML dict, and its
+    cases (``Case`` for a timing suite; the case-column dicts of ``harness.recovery.suite.expand`` for a recovery
+    suite), in suite order."""
 
     name: str
     kind: str
-    settings: dict[str, Any]
+    settings: TimingSettings | None
     raw: dict[str, Any] = field(repr=False)
     path: Path | None = None
     description: str = ""
+    cases: tuple[Any, ...] = field(default=(), repr=False)
+
+    def case_params(self) -> list[dict[str, Any]]:
+        """Each case's identifying columns, in suite order."""
+        if self.kind == "timing":
+            return [case.params() for case in self.cases]
+        return [dict(params) for params in self.cases]
 
 
 def find_suites(directory: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -100,7 +180,7 @@ def resolve_suite(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
-    """Read and check a suite (a path, a name, or an already parsed dict)."""
+    """Read and check a suite (a path, a name, or an already parsed dict): settings, grids and every case."""
     path = None
     if isinstance(name_or_path, Mapping):
         raw = dict(name_or_path)
@@ -116,19 +196,40 @@ def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> Suit
     name = raw.get("name") or (path.stem if path else None)
     if not name or not isinstance(name, str):
         raise ValueError(f"name: expected a non-empty string naming the suite; got {name!r}")
-    settings = dict(DEFAULT_SETTINGS)
-    given = raw.get("settings", {})
-    if not isinstance(given, Mapping):
-        raise ValueError(f"settings: expected a table; got {type(given).__name__}")
-    if kind == "timing":
-        unknown = sorted(set(given) - set(DEFAULT_SETTINGS))
-        if unknown:
-            raise ValueError(f"settings: unknown keys {unknown}; expected some of {sorted(DEFAULT_SETTINGS)}")
-    settings.update(given)
-    if kind == "timing" and not raw.get("grid"):
-        raise ValueError("grid: expected at least one [[grid]] table in a timing suite; got none")
+    source = str(path) if path else f"suite {name!r}"
+    if kind == "recovery":
+        settings, found = None, tuple(recovery_suite.expand(raw))
+    else:
+        settings = TimingSettings.from_json(raw.get("settings", {}), source)
+        found = tuple(_expand_grids(_grid_tables(raw.get("grid"), source), source))
     return Suite(name=name, kind=kind, settings=settings, raw=raw, path=path,
-                 description=str(raw.get("description", "")))
+                 description=str(raw.get("description", "")), cases=found)
+
+
+def _grid_tables(grids: Any, source: str) -> list[Mapping[str, Any]]:
+    if not grids:
+        raise ValueError(f"grid: expected at least one [[grid]] table in a timing suite; got none (in {source})")
+    if isinstance(grids, Mapping):
+        return [grids]
+    if not isinstance(grids, list):
+        raise ValueError(f"grid: expected [[grid]] tables; got {grids!r} (in {source})")
+    for number, grid in enumerate(grids, 1):
+        if not isinstance(grid, Mapping):
+            raise ValueError(f"grid: expected [[grid]] tables; got {grid!r} as grid {number} (in {source})")
+    return grids
+
+
+def _expand_grids(grids: Sequence[Mapping[str, Any]], source: str) -> list[Case]:
+    """The union of the grids' cases, first occurrence kept, in order."""
+    seen: dict[Case, None] = {}
+    for number, grid in enumerate(grids, 1):
+        try:
+            for case in expand_grid(grid):
+                seen.setdefault(case, None)
+        except TypeError as exc:  # a value of a type no key takes (a table where a list is expected, ...)
+            raise ValueError(f"grid: expected scalars or lists of scalars; got {exc} in grid {number} "
+                             f"(in {source})") from None
+    return list(seen)
 
 
 def _as_list(key: str, value: Any) -> list[Any]:
@@ -196,20 +297,14 @@ def expand(suite: Suite | str | os.PathLike[str] | Mapping[str, Any]) -> list[Ca
         suite = load_suite(suite)
     if suite.kind != "timing":
         raise ValueError(f"suite: expand() takes a timing suite; {suite.name!r} has kind {suite.kind!r}")
-    grids = suite.raw["grid"]
-    if isinstance(grids, Mapping):
-        grids = [grids]
-    seen: dict[Case, None] = {}
-    for grid in grids:
-        for case in expand_grid(grid):
-            seen.setdefault(case, None)
-    return list(seen)
+    return list(suite.cases)
 
 
 def filter_params(rows: Iterable[Mapping[str, Any]], filters: Mapping[str, Sequence[Any] | None]
                   ) -> list[Mapping[str, Any]]:
-    """Keep the params dicts whose value of each filtered key is one of the allowed values (compared as text;
-    devices normalised). A key a dict does not have does not filter it out (recovery cases have other keys)."""
+    """Keep the cases (dicts of identifying columns) whose value of each filtered key is one of the allowed values
+    (compared as text; devices normalised). A key a case does not have does not filter it out (recovery cases have
+    other keys)."""
     active = {}
     for key, values in filters.items():
         if not values:

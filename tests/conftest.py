@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from harness.env import quiet_frameworks
+
+quiet_frameworks()  # before anything imports TensorFlow
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.env import quiet_frameworks
+
 ROOT = Path(__file__).resolve().parents[1]
 ASV = Path(sys.executable).with_name("asv")
 PROJECT_PATHS = ("gates", "harness", "suites", "benchmarks", "asv.conf.json", "scripts/asv_commits.sh")
@@ -47,19 +49,17 @@ def _git(repo: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("home")
-    env = dict(
+    env = quiet_frameworks(dict(
         os.environ,
         HOME=str(home),
         GATEBENCH_ASV_FILTER=SMOKE_FILTER,
         ASV=str(ASV),
         ASV_MACHINE=MACHINE,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        TF_ENABLE_ONEDNN_OPTS="0",
         GIT_AUTHOR_NAME="t",
         GIT_AUTHOR_EMAIL="t@t",
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@t",
-    )
+    ))
     env.pop("PYTHONPATH", None)
     return env
 

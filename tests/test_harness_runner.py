@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from harness.executors import SubprocessExecutor
-from harness.runner import Task, execute_task, run_suite
-from harness.suite import DEFAULT_SETTINGS
+from harness.executors import ROW_MARKER, SubprocessExecutor
+from harness.results import make_row
+from harness.runner import run_suite
+from harness.suite import TimingSettings
+from harness.tasks import Task, execute_task
 
-FAST = dict(DEFAULT_SETTINGS, warmup_ms=1.0, rep_ms=5.0, min_reps=3)
+FAST = TimingSettings(warmup_ms=1.0, rep_ms=5.0, min_reps=3)
 
 
-def _task(**over) -> Task:
+def _task(settings: TimingSettings = FAST, **over) -> Task:
     params = dict(gate="softmax", framework="torch", device="cpu", impl="eager", mode="fwd", gating="per_example",
                   batch=16, input_dim=8, experts=8, k=2, dtype="float32")
     params.update(over)
     if params["gating"] == "static":
         params.update(batch=None, input_dim=None)
-    return Task("timing", "t", dict(FAST), params)
+    return Task("timing", "t", settings, params)
 
 
 @pytest.mark.torch
@@ -106,8 +111,8 @@ def test_triton_impl_on_the_cpu_is_a_skip_with_reason(gt):
 
 @pytest.mark.torch
 def test_reference_over_memory_budget_is_a_skip_with_reason(gt):
-    task = _task(gate="dselect_k", impl="reference", batch=4096, experts=512, k=8)
-    task.settings["max_reference_bytes"] = 1024**2
+    task = _task(dataclasses.replace(FAST, max_reference_bytes=1024**2), gate="dselect_k", impl="reference",
+                 batch=4096, experts=512, k=8)
     row = execute_task(task)
     assert row["status"] == "skipped" and "max_reference_bytes" in row["error"]
 
@@ -197,3 +202,65 @@ def test_other_dtypes_pass_their_tolerances(G, framework, gate, dtype):
     row = execute_task(_task(framework=framework, gate=gate, mode="fwdbwd", dtype=dtype))
     assert row["status"] == "ok", row["error"]
     assert row["max_abs_err"] < (1e-9 if dtype == "float64" else 6e-2)
+
+
+@pytest.mark.torch
+def test_timing_row_records_the_timer_warmup_and_estimate_and_the_workload_labels(gt, monkeypatch):
+    import harness.adapters as adapters
+
+    real = adapters.get_adapter
+
+    def labelled(framework):
+        adapter = real(framework)
+
+        class Labelled:
+            def __getattr__(self, name):
+                return getattr(adapter, name)
+
+            def build_workload(self, case, settings):
+                workload = adapter.build_workload(case, settings)
+                object.__setattr__(workload, "labels", {"gate_impl": "factorized", "compiler": None})
+                return workload
+
+        return Labelled()
+
+    monkeypatch.setattr("harness.tasks.get_adapter", labelled)
+    row = execute_task(_task(gate="topk"))
+    assert row["status"] == "ok", row["error"]
+    assert row["warmup_reps"] >= 1 and row["estimate_ms"] > 0
+    assert row["gate_impl"] == "factorized" and row["compiler"] is None
+
+
+def test_task_crosses_a_process_as_json_and_settings_are_checked():
+    task = _task(dataclasses.replace(FAST, flush_l2=True), gating="static")
+    back = Task.from_json(json.loads(json.dumps(task.to_json())))
+    assert back == task and isinstance(back.settings, TimingSettings) and back.settings.flush_l2 is True
+    assert Task("timing", "t", {"rep_ms": 2}, {}).settings == TimingSettings(rep_ms=2.0)
+    with pytest.raises(ValueError, match="settings.rep_ms: expected a finite number >= 0"):
+        Task("timing", "t", {"rep_ms": -1}, {})
+    recovery = Task("recovery", "r", None, {"gate": "topk"})
+    assert Task.from_json(json.loads(json.dumps(recovery.to_json()))) == recovery
+
+
+def test_failed_rows_have_every_statistic_and_bad_values_are_value_errors():
+    row = SubprocessExecutor._failed(_task(), "subprocess: gone")
+    assert row["status"] == "failed" and row["median_ms"] is None and row["warmup_reps"] is None
+    params = _task().params
+    with pytest.raises(ValueError, match="status: expected one of ok, failed, skipped; got 'done'"):
+        make_row("timing", "t", params, "done")
+    with pytest.raises(ValueError, match="median_ms: expected a number"):
+        make_row("timing", "t", params, "ok", median_ms="fast")
+    with pytest.raises(ValueError, match="experts: expected an integer"):
+        make_row("timing", "t", dict(params, experts="8"), "ok")
+    with pytest.raises(ValueError, match="kind: expected one of timing, recovery"):
+        make_row("speed", "t", params, "ok")
+    assert make_row("recovery", "r", {"gate": "topk", "seed": 0}, "ok", f1=np.float64(0.5), lr=0.1)["lr"] == 0.1
+
+
+def test_python_m_harness_is_the_worker(tmp_path):
+    task = _task(framework="jax")  # fails fast, without loading a framework
+    done = subprocess.run([sys.executable, "-m", "harness"], input=json.dumps(task.to_json()), capture_output=True,
+                          text=True, timeout=120, check=True)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith(ROW_MARKER)][-1]
+    row = json.loads(line[len(ROW_MARKER):])
+    assert row["status"] == "failed" and "framework" in row["error"] and row["case_id"] == task.case_id

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.env import quiet_frameworks
 from reports.compare import compare_paths
 from reports.load import load_results
 from reports.tables import timing_table
@@ -24,7 +25,7 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def bench_json(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
+    env = quiet_frameworks(dict(os.environ))
     run = subprocess.run(
         [
             sys.executable,
