@@ -36,7 +36,7 @@ tests_rc=${PIPESTATUS[0]}
 resume=""
 [ -s "$OUT/kernels.jsonl" ] && resume="--resume"
 start=$(date +%s)
-timeout --signal=KILL "$SUITE_SECONDS" "$PYTHON" -m harness.runner suites/kernels.toml --framework torch --device gpu \
+timeout --signal=KILL "$SUITE_SECONDS" "$PYTHON" -m gatebench run suites/kernels.toml --framework torch --device gpu \
   --out "$OUT" $resume 2>&1 | tee "$OUT/kernels.log"
 suite_rc=${PIPESTATUS[0]}
 echo "kernels suite: exit $suite_rc after $(( $(date +%s) - start )) s (137: stopped at the time limit; rows so far kept)"

@@ -15,7 +15,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from harness import _cli_run, cases
+from gatebench.cli import run as run_command
+from harness import cases
+from harness.env import quiet_frameworks
 from harness.results import read_rows
 from harness.suite import expand
 
@@ -23,10 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _app() -> typer.Typer:
-    """The `gatebench` app (harness/cli.py), with the run/list commands registered by harness/_cli_run.py."""
-    from harness.cli import app
+    """The `gatebench` app (gatebench/cli/__init__.py), with the run/list commands of gatebench/cli/run.py."""
+    from gatebench.cli import app
 
-    assert _cli_run.register  # the module that defines run/list
+    assert run_command.register  # the module that defines run/list
     return app
 
 
@@ -84,8 +86,8 @@ def test_sigkill_mid_suite_then_resume_records_every_case_exactly_once(gt, tmp_p
     suite.write_text(KILL_SUITE)
     out = tmp_path / "out"
     results = out / "killme.jsonl"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(out)]  # `gatebench run`
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "gatebench", "run", str(suite), "--out", str(out)]  # `gatebench run`
+    env = quiet_frameworks({**os.environ, "PYTHONPATH": str(ROOT)})
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -123,3 +125,33 @@ def test_run_with_filters_and_isolate_writes_only_the_selected_cases(gt, tmp_pat
     rows = read_rows(out).rows
     assert sorted(r["gating"] for r in rows) == ["per_example", "static"]
     assert all(r["gate"] == "topk" and r["framework"] == "torch" and r["status"] == "ok" for r in rows)
+
+
+def test_run_rejects_bad_settings_naming_the_file_and_key_before_any_case(tmp_path):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(KILL_SUITE.replace("warmup_ms = 5", 'warmup_ms = "fast"'))
+    result = CliRunner().invoke(_app(), ["run", str(suite), "--out", str(tmp_path / "out")])
+    text = " ".join(result.output.split())
+    assert result.exit_code != 0 and "settings.warmup_ms" in text and "bad.toml" in text, result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.torch
+def test_python_m_gatebench_without_typer_runs_plain(gt, tmp_path):
+    """Where typer or rich is missing (a bare GPU machine), ``python -m gatebench run`` prints plain lines."""
+    suite = tmp_path / "plain.toml"
+    suite.write_text('name = "plain"\n[settings]\nwarmup_ms = 1\nrep_ms = 3\n[[grid]]\ngate = "softmax"\n'
+                     'framework = "torch"\nmode = "fwd"\ngating = "static"\n'
+                     'shapes = [{batch = 4, input_dim = 4, experts = 4, k = 2}]\n')
+    code = ("import importlib.util, runpy, sys\n"
+            "real = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda name, *a: None if name in ('typer', 'rich') else real(name, *a)\n"
+            "sys.argv = ['gatebench', 'run', sys.argv[1], '--out', sys.argv[2]]\n"
+            "runpy.run_module('gatebench', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code, str(suite), str(tmp_path / "out")], cwd=ROOT,
+                          env=quiet_frameworks({**os.environ, "PYTHONPATH": str(ROOT)}), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[ok] batch=None,device=cpu,dtype=float32,experts=4,framework=torch," in done.stdout
+    assert " ms iqr " in done.stdout
+    assert "1 run (1 ok, 0 failed, 0 skipped), 0 already done" in done.stdout

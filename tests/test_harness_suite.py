@@ -10,7 +10,7 @@ import pytest
 
 from harness import cases
 from harness.cases import Case
-from harness.suite import expand, filter_params, load_suite
+from harness.suite import TimingSettings, expand, filter_params, load_suite
 
 SMOKE_AXES = ("gate", "framework", "mode", "gating")
 
@@ -124,8 +124,51 @@ def test_case_validation_messages():
 def test_harness_modules_import_no_framework():
     code = (
         "import sys, harness, harness.timer, harness.cases, harness.suite, harness.runner, harness.executors, "
-        "harness.adapters, harness._cli_run\n"
+        "harness.tasks, harness.schema, harness.env, harness.adapters, gatebench.cli, gatebench.plain\n"
         "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"warmup_ms": "fast"}, r"settings.warmup_ms: expected a finite number >= 0 \(milliseconds\); got 'fast'"),
+    ({"rep_ms": -1}, "settings.rep_ms: expected a finite number >= 0"),
+    ({"check": "no"}, "settings.check: expected true or false; got 'no'"),
+    ({"min_reps": 0}, "settings.min_reps: expected an integer >= 1; got 0"),
+    ({"min_reps": 10, "max_reps": 5}, "settings.max_reps: expected an integer >= 10; got 5"),
+    ({"max_reference_bytes": 1.5}, "settings.max_reference_bytes: expected an integer"),
+])
+def test_bad_settings_name_the_key_and_the_file(tmp_path, settings, match):
+    path = tmp_path / "bad.toml"
+    lines = [f"{key} = {value!r}".replace("'", '"') for key, value in settings.items()]
+    path.write_text('name = "bad"\n[settings]\n' + "\n".join(lines).lower() + "\n" + _GRID_TOML)
+    with pytest.raises(ValueError, match=match) as info:
+        load_suite(path)
+    assert str(path) in str(info.value)
+
+
+_GRID_TOML = ('[[grid]]\ngate = "softmax"\nframework = "torch"\nmode = "fwd"\n'
+              'shapes = [{batch = 4, input_dim = 4, experts = 4, k = 2}]\n')
+
+
+@pytest.mark.parametrize("grid, match", [
+    (5, "grid: expected \\[\\[grid\\]\\] tables; got 5"),
+    ([1, 2], "grid: expected \\[\\[grid\\]\\] tables; got 1 as grid 1"),
+    ([], "grid: expected at least one"),
+    ([{"gate": "softmax", "framework": "torch", "mode": "fwd", "shapes": [{"batch": [4], "input_dim": 4,
+                                                                          "experts": 4, "k": 2}]}], "batch"),
+])
+def test_bad_grid_values_are_value_errors_at_load(grid, match):
+    with pytest.raises(ValueError, match=match):
+        load_suite({"name": "x", "grid": grid})
+
+
+def test_settings_are_typed_with_defaults_and_read_as_a_mapping():
+    settings = load_suite("smoke").settings
+    assert isinstance(settings, TimingSettings) and settings.warmup_ms == 5.0 and isinstance(settings.rep_ms, float)
+    assert settings.check is True and settings["max_reps"] == settings.max_reps == 2000
+    assert TimingSettings.from_json(settings.to_json()) == settings and dict(settings) == settings.to_json()
+    assert load_suite("recovery").settings is None
+    with pytest.raises(ValueError, match="settings: unknown keys"):
+        TimingSettings.from_json({"warmup": 1})

@@ -23,7 +23,7 @@ def report(
     """Write a self-contained HTML report (tables, figures, provenance), a Markdown summary and a CSV."""
     from rich.console import Console
 
-    from .render import write_report
+    from reports.render import write_report
 
     console = Console(stderr=True, width=200)
     try:
@@ -52,7 +52,7 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from .compare import compare_paths, format_ms, format_ratio
+    from reports.compare import compare_paths, format_ms, format_ratio
 
     console = Console(width=200)
     err = Console(stderr=True, width=200)

@@ -18,19 +18,16 @@ thread (``harness.recovery.run.limit_threads``, shared with ``gatebench run``).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from gatebench.cli.common import console as _console
+from harness.env import quiet_frameworks
+
 _QUICK_HELP = "Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clusters, 150 steps)."
-
-
-def _quiet_frameworks() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +63,7 @@ def register(app: typer.Typer) -> None:
         report: Annotated[Path | None, typer.Option(help="Summarise this recovery results file instead.")] = None,
     ) -> None:
         """Train gates on planted-expert problems and score how well they recover the planted supports."""
-        _quiet_frameworks()
+        quiet_frameworks()
         from rich.console import Console
 
         console = Console(stderr=True)
@@ -104,7 +101,6 @@ def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None
     from rich.progress import Progress
     from rich.table import Table
 
-    from harness._cli_run import _console
     from harness.recovery.run import METRICS, json_safe, run_seeds
 
     total = seeds * (2 if baseline else 1)

@@ -5,11 +5,13 @@ Frameworks are imported inside the commands (by the runner and adapters), never 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from gatebench.cli.common import console as _console
+from harness.env import quiet_frameworks
 
 _FILTER_HELP = "Only cases with this {} (repeat for several)."
 
@@ -36,8 +38,7 @@ def run(
     experts: Annotated[list[int] | None, typer.Option(help=_FILTER_HELP.format("number of experts"))] = None,
 ) -> None:
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiet, and no oneDNN
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # custom ops (their round-off differs run to run)
+    quiet_frameworks()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.executors import InProcessExecutor, SubprocessExecutor
@@ -123,15 +124,6 @@ def _recovery_table(rows: list[dict[str, Any]]):
     return table
 
 
-def _console():
-    """A rich console; when the output is not a terminal (logs, CI), wide enough for the summary tables."""
-    import sys
-
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
 def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -147,8 +139,7 @@ def _timing_cells(row: dict[str, Any]) -> list[str]:
 
 def list_command() -> None:
     """List the suites, gates, frameworks and devices available here."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    quiet_frameworks()
     from rich.table import Table
 
     import gates
