@@ -1,7 +1,7 @@
 """Peak memory of one forward + backward of each gate on the CPU (PyTorch profiler), written as JSON.
 
-    .venv/bin/python scripts/gate_memory.py --out docs/results/gate_memory_cpu.json
-    .venv/bin/python scripts/gate_memory.py --triton --input-dim 2048 --out docs/results/gate_memory_cpu_triton.json
+    .venv/bin/python -m scripts.gate_memory --out docs/results/gate_memory_cpu.json
+    .venv/bin/python -m scripts.gate_memory --triton --input-dim 2048 --out docs/results/gate_memory_cpu_triton.json
 
 Same method as ``tests/test_gates_memory.py``: ``harness.adapters.torch.peak_memory_bytes`` (allocator events).
 ``--triton`` adds DSelect-k's ``impl="triton"`` with its two kernel launches replaced by no-ops: what is counted is
@@ -13,11 +13,8 @@ is measured.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 if "--triton" in sys.argv:  # lets impl="triton" take CPU tensors (read when gates.dselect_triton is imported)
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -27,15 +24,15 @@ import torch
 
 import gates.torch as gt
 from harness.adapters.torch import peak_memory_bytes
-from harness.results import provenance
+from scripts._common import parser as make_parser
+from scripts._common import write_json
 
 CASES = [("topk", "auto"), ("softmax", "auto"), ("dselect_k", "factorized"), ("dselect_k", "bitwise"),
          ("dselect_k", "reference"), ("hard_concrete", "auto")]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser = make_parser(__doc__)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--input-dim", type=int, default=256)
     parser.add_argument("--experts", type=int, default=256)
@@ -70,10 +67,7 @@ def main() -> None:
     what = "peak extra CPU memory of forward + backward, torch profiler"
     if args.triton:
         what += "; dselect_k/triton with its kernel launches replaced by no-ops (its PyTorch allocations only)"
-    doc = {"what": what, "shape": shape, "rows": rows,
-           "provenance": provenance({"torch": torch.__version__})}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(args.out, {"what": what, "shape": shape, "rows": rows}, extra_provenance={"torch": torch.__version__})
 
 
 if __name__ == "__main__":

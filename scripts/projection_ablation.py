@@ -3,28 +3,25 @@
 PyTorch, forward + backward (``sum(q * c)``, gradients of the weights and ``x``), the two forms interleaved round by
 round in one process on the same gate and inputs, timed by ``harness.timer.time_fn``. Writes JSON.
 
-    .venv/bin/python scripts/projection_ablation.py --out docs/results/projection_cpu.json
+    .venv/bin/python -m scripts.projection_ablation --out docs/results/projection_cpu.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-from pathlib import Path
 
 import torch
 
 import gates.torch as gt
-from harness.results import provenance
 from harness.timer import time_fn
+from scripts._common import parser as make_parser
+from scripts._common import write_json
 
 SHAPES = [(2048, 4096, 64, 4), (2048, 256, 256, 8)]  # (b, p, n, k): a wide routing input, and dselect_cpu's shape
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser = make_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -53,9 +50,7 @@ def main() -> None:
         rows.append({"batch": b, "input_dim": p, "experts": n, "k": k, "round_medians_ms": medians,
                      "one_projection_ms": one, "two_projections_ms": two, "ratio_one_to_two": one / two})
         print(f"b={b} p={p} n={n} k={k}: one projection {one:.2f} ms, two {two:.2f} ms, ratio {one / two:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"provenance": provenance(), "threads": args.threads, "rows": rows}, indent=1)
-                        + "\n")
+    write_json(args.out, {"threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

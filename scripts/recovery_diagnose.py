@@ -2,12 +2,11 @@
 ``alpha_i = softmax(w)_i``, whether all its bits are saturated (``|z| >= gamma/2``: zero gradient from then on),
 the expert it points to, and whether that expert is planted.
 
-    python scripts/recovery_diagnose.py --seed 0 [--problem '{"dselect_z_init": 0.3}']
+    python -m scripts.recovery_diagnose --seed 0 [--problem '{"dselect_z_init": 0.3}'] [--out counts.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -15,10 +14,12 @@ import numpy as np
 from gates import reference as R
 from harness.recovery.data import generate
 from harness.recovery.problem import RecoveryProblem
+from scripts._common import parser as make_parser
+from scripts._common import write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, out_required=False, out_help="also write the counts and the problem as JSON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--problem", default="{}")
     args = parser.parse_args()
@@ -58,6 +59,8 @@ def main() -> None:
             print(f"  selector {i}: alpha {alpha[t, i]:.3f}, saturated {bool(saturated[t, i])}, "
                   f"top expert {e} (r={r[t, i, e]:.2f}, planted {planted})")
     print(json.dumps(counts))
+    if args.out:
+        write_json(args.out, {"problem": pr.to_dict(), "seed": args.seed, "counts": counts})
 
 
 if __name__ == "__main__":

@@ -4,75 +4,68 @@ Every setting runs the same seeds, steps and data for the gates named; rows go t
 (``harness.results``), one per (setting, gate, seed), with the full problem definition in each row, and a
 summary (mean +- s.e. of F1, exact-support rate, nnz) is printed per setting.
 
-    python scripts/recovery_sweep.py --out docs/results/recovery_sweep.jsonl \
+    python -m scripts.recovery_sweep --out docs/results/recovery_sweep.jsonl \
         --grid '{"dselect_z_init": [0.01, 0.1, 0.3], "entropy_reg": [0.0, 0.001, 0.003]}' --gates dselect_k
 
 Summary table (Markdown) of a sweep file, each setting tested against the baseline gate's rows with the same
-number of steps, learning rate and seed (paired Wilcoxon), taken from the sweep file or from ``--baseline-rows``:
+number of steps, learning rate and seed (paired Wilcoxon), taken from the sweep file or from ``--baseline-rows``
+(``harness.recovery.report.summarise_groups``, the summariser of the recovery CLI and report):
 
-    python scripts/recovery_sweep.py --summary docs/results/recovery_sweep.jsonl \
+    python -m scripts.recovery_sweep --summary docs/results/recovery_sweep.jsonl \
         --baseline-rows docs/results/recovery.jsonl --baseline-gate topk
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from harness.recovery.data import generate
+from harness.recovery.metrics import mean_se
+from harness.recovery.problem import RecoveryProblem
+from harness.recovery.report import summarise_groups
+from harness.recovery.run import run_one
+from harness.recovery.suite import framework_versions
+from harness.results import ResultsWriter, case_id, completed_case_ids, make_row, read_rows
+from scripts._common import parser as make_parser
+from scripts._common import quiet_frameworks
 
-from harness.recovery.data import generate  # noqa: E402
-from harness.recovery.metrics import mean_se  # noqa: E402
-from harness.recovery.problem import RecoveryProblem  # noqa: E402
-from harness.recovery.run import run_one  # noqa: E402
-from harness.recovery.suite import framework_versions  # noqa: E402
-from harness.results import ResultsWriter, case_id, completed_case_ids, make_row  # noqa: E402
+SUMMARY_METRICS = (("f1", 3), ("exact_support_rate", 3), ("nnz", 2))
 
 
 def summary(path: str, baseline_rows: list[str], baseline_gate: str, framework: str) -> str:
     """Markdown: per sweep setting and gate, mean +- s.e. of F1, exact-support rate and nnz, and the paired
-    Wilcoxon test of F1 against ``baseline_gate`` (same framework, steps, learning rate and seed)."""
-    from harness.recovery.metrics import paired_wilcoxon
-    from harness.results import read_rows
-
-    rows = [r for r in read_rows([path, *baseline_rows]).rows if r["status"] == "ok" and r["framework"] == framework]
-    base = {(r["steps"], r["lr"], r["seed"]): r["f1"] for r in rows if r["gate"] == baseline_gate}
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in read_rows(path).rows:
-        if r["status"] == "ok" and r["framework"] == framework:
-            groups.setdefault((r["problem"], r["gate"]), []).append(r)
+    Wilcoxon test of F1 against ``baseline_gate`` (same framework, steps, learning rate and seed; the same problem
+    when the baseline has it, else the one problem it has at those steps and learning rate, else no test)."""
+    rows = [r for r in read_rows(path).rows if r["framework"] == framework]
+    pool = [r for r in read_rows([path, *baseline_rows]).rows if r["framework"] == framework]
+    groups = summarise_groups(rows, ("problem", "gate"), baseline=baseline_gate, tested=("f1",),
+                              metrics=[m for m, _ in SUMMARY_METRICS], match=("problem", "steps", "lr"),
+                              relax=("problem",), baseline_rows=pool)
+    order = {key: i for i, key in reversed(list(enumerate((r["problem"], r["gate"]) for r in rows)))}
     lines = [f"| setting | gate | seeds | F1 | exact support | nnz | Wilcoxon F1 vs {baseline_gate} (p) |",
              "|---|---|---|---|---|---|---|"]
-    for (name, gate), runs in groups.items():
-        cells = []
-        for metric, digits in (("f1", 3), ("exact_support_rate", 3), ("nnz", 2)):
-            mean, se, _ = mean_se([r[metric] for r in runs])
-            cells.append(f"{mean:.{digits}f} ± {se:.{digits}f}")
-        keys = [(r["steps"], r["lr"], r["seed"]) for r in runs]
-        paired = [(r["f1"], base[key]) for r, key in zip(runs, keys, strict=True) if key in base]
-        test = "-"
-        if paired and gate != baseline_gate:
-            w = paired_wilcoxon([a for a, _ in paired], [b for _, b in paired])
-            test = f"{w['median_diff']:+.3f} (p={w['p_value']:.3g}, {w['pairs']} seeds)"
-        lines.append(f"| {name.removeprefix('sweep:')} | {gate} | {len(runs)} | " + " | ".join(cells) + f" | {test} |")
+    for g in sorted(groups, key=lambda g: order[(g["problem"], g["gate"])]):
+        cells = [f"{g['stats'][m]['mean']:.{d}f} ± {g['stats'][m]['se']:.{d}f}" for m, d in SUMMARY_METRICS]
+        w = g["tests"].get("f1")
+        test = f"{w['median_diff']:+.3f} (p={w['p_value']:.3g}, {w['pairs']} seeds)" if w and w["pairs"] else "-"
+        lines.append(f"| {g['problem'].removeprefix('sweep:')} | {g['gate']} | {g['runs']} | " + " | ".join(cells)
+                     + f" | {test} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, out_required=False, out_help="results file (JSON Lines); existing cases are skipped")
     parser.add_argument("--summary", help="print the summary table of this sweep file and exit")
     parser.add_argument("--baseline-rows", nargs="*", default=[], help="more results files holding baseline rows")
     parser.add_argument("--baseline-gate", default="topk")
-    parser.add_argument("--out", help="results file (JSON Lines); existing cases are skipped")
     parser.add_argument("--grid", help="JSON object: RecoveryProblem field -> list of values")
     parser.add_argument("--base", default="{}", help="JSON object: fixed changes to the default problem")
     parser.add_argument("--gates", nargs="+", default=["dselect_k"])
     parser.add_argument("--framework", default="torch", choices=["torch", "tf"])
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
+    quiet_frameworks()
     if args.summary:
         print(summary(args.summary, args.baseline_rows, args.baseline_gate, args.framework))
         return

@@ -11,27 +11,22 @@ GPU (when PyTorch sees CUDA and Triton is importable): the harness median with C
 
 Writes JSON (``--out``, default ``docs/results/timing_fidelity_<cpu|gpu>.json``) and prints a summary.
 
-    PYTHONPATH=. python scripts/timing_fidelity.py [--device cpu|gpu] [--rounds 5] [--out FILE]
+    python -m scripts.timing_fidelity [--device cpu|gpu] [--rounds 5] [--out FILE]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
 import statistics
 import sys
 import timeit
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.timer import time_fn
+from scripts._common import parser as make_parser
+from scripts._common import quiet_frameworks, write_json
 
-from harness.results import provenance  # noqa: E402
-from harness.timer import time_fn  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _timeit_median_ms(fn, target_ms: float = 100.0, repeat: int = 7) -> float:
@@ -150,18 +145,17 @@ def measure_gpu(rounds: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    quiet_frameworks()
+    parser = make_parser(__doc__, out_required=False,
+                         out_help="JSON file to write (default docs/results/timing_fidelity_<device>.json)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per framework on the CPU")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = measure_cpu(args.rounds, args.threads) if args.device == "cpu" else measure_gpu(args.rounds)
     results["command"] = " ".join([Path(sys.executable).name] + sys.argv)
-    results["provenance"] = provenance({"python_impl": platform.python_implementation()})
-    out = args.out or ROOT / "docs" / "results" / f"timing_fidelity_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_json(args.out or ROOT / "docs" / "results" / f"timing_fidelity_{args.device}.json", results,
+                     extra_provenance={"python_impl": platform.python_implementation()}, indent=2)
     for name, r in results["workloads"].items():
         ref = r.get("timeit_median_ms", r.get("do_bench_median_ms"))
         line = f"{name:32s} harness {r['harness_median_ms']:.4f} ms  reference {ref:.4f} ms  ratio {r['ratio']:.3f}"

@@ -5,15 +5,13 @@ The launches are the ones ``gates.dselect_triton`` makes (``kernel_launch``) at 
 This checks that the kernels compile for the GPU (Triton's interpreter, which the CPU tests use, does not) and
 that no launch spills. It says nothing about speed.
 
-    .venv/bin/python scripts/triton_resources.py --out docs/results/triton_resources_sm90.json
+    .venv/bin/python -m scripts.triton_resources --out docs/results/triton_resources_sm90.json
 
 Run it without ``TRITON_INTERPRET=1`` in the environment (the interpreter has nothing to compile).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import subprocess
@@ -32,11 +30,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from gates import dselect_triton  # noqa: E402
-from harness.results import provenance  # noqa: E402
+from scripts._common import parser as make_parser  # noqa: E402
+from scripts._common import write_json  # noqa: E402
 
 # (batch, experts, k): the kernels suite's three named scales, then its sweep of n at the paper's batch.
 SHAPES = [(4096, 16, 4), (16384, 64, 4), (16384, 256, 8)] + [(4096, n, 4) for n in (8, 32, 128, 512)]
@@ -85,8 +81,7 @@ def compile_launch(kind: str, batch: int, experts: int, k: int, dtype: torch.dty
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser = make_parser(__doc__)
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100/H200)")
     parser.add_argument("--shapes", default="all", choices=["all", "named"],
                         help="'named': the suite's three named scales only")
@@ -100,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind} b={batch} n={experts} k={k}: BLOCK_B={row['BLOCK_B']} BLOCK_N={row['BLOCK_N']} "
                   f"warps={row['num_warps']} registers={row['registers']} stack={row['stack_bytes']} B "
                   f"spilled={row['spill_store_bytes']} B ({row['compile_s']} s)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"provenance": provenance({"triton": triton.__version__, "torch": torch.__version__}),
-            "target": f"cuda sm_{args.arch}", "rows": rows}
-    args.out.write_text(json.dumps(meta, indent=1) + "\n")
+    write_json(args.out, {"target": f"cuda sm_{args.arch}", "rows": rows},
+               extra_provenance={"triton": triton.__version__, "torch": torch.__version__})
     spilled = [f"{r['kernel']} n={r['experts']} ({r['spill_store_bytes']} B)" for r in rows if r["spill_store_bytes"]]
     print(f"{len(rows)} kernels compiled for sm_{args.arch}; spilling: {', '.join(spilled) or 'none'}")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from gates import FRAMEWORKS, GATE_NAMES
@@ -49,11 +49,12 @@ def _per_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[Any, float
 
 
 def find_baseline(candidates: Sequence[Mapping[str, Any]], first: Mapping[str, Any], match: Sequence[str],
-                  baseline: str, relax: bool) -> tuple[list[Mapping[str, Any]] | None, str]:
+                  baseline: str, relax: bool | Collection[str]) -> tuple[list[Mapping[str, Any]] | None, str]:
     """The baseline gate's rows for the configuration of ``first`` (same framework and same ``match`` values),
     and how their settings differ ("" when they do not).
 
-    With ``relax``, a ``match`` column whose value the baseline does not have (a knob swept for one gate only,
+    With ``relax`` (true: every ``match`` column; or the names of those that may be), a column whose value the
+    baseline does not have (a knob swept for one gate only,
     such as DSelect-k's ``entropy_reg``) is relaxed; the match is used when the remaining baseline rows form one
     configuration, and its differing settings are returned; with several there is no baseline (``None``).
     """
@@ -65,7 +66,7 @@ def find_baseline(candidates: Sequence[Mapping[str, Any]], first: Mapping[str, A
         same = [r for r in cand if _same(r.get(key), first.get(key))]
         if same:
             cand = same
-        elif relax:
+        elif relax is True or (relax and key in relax):
             relaxed.append(key)
         else:
             return None, ""
@@ -76,7 +77,7 @@ def find_baseline(candidates: Sequence[Mapping[str, Any]], first: Mapping[str, A
 
 def summarise_groups(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], *, baseline: str = "topk",
                      metrics: Sequence[str] = METRICS, tested: Sequence[str] | None = None,
-                     match: Sequence[str] | None = None, relax: bool = False,
+                     match: Sequence[str] | None = None, relax: bool | Collection[str] = False,
                      baseline_rows: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The one summariser of recovery rows: ``status == "ok"`` recovery rows grouped by ``keys`` (sorted).
 
