@@ -15,7 +15,7 @@ Writes JSON (``--out``): the ratios, drifts, the number of ratios whose drift ov
 ``DRIFT_LIMIT``, the worst drift, the compare exit codes and provenance (commit, time, machine, load before and
 after every run). It takes several minutes and loads every core: run it on a machine with nothing else to do.
 
-    .venv/bin/python scripts/noise_drift.py [--suite suites/smoke.toml] [--threads 1] [--burn-seconds 900]
+    .venv/bin/python -m scripts.noise_drift [--suite suites/smoke.toml] [--threads 1] [--burn-seconds 900]
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.machine import machine_state, usable_cores
+from harness.results import provenance, read_rows
+from reports.comparison import Pairing
+from scripts._common import parser as make_parser
+from scripts._common import quiet_frameworks
 
-from harness.machine import machine_state, usable_cores  # noqa: E402
-from harness.results import provenance, read_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DRIFT_LIMIT = 1.35
 BASELINE = "topk"
@@ -50,10 +51,9 @@ _BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__, out_required=False, out_help="JSON summary to write (default: %(default)s)")
+    parser.set_defaults(out=ROOT / "docs/results/noise_drift_cpu.json")
     parser.add_argument("--suite", default="suites/smoke.toml", help="suite file or name (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/noise_drift_cpu.json",
-                        help="JSON summary to write (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "results/noise_drift",
                         help="folder for the four runs' results files (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
@@ -139,19 +139,17 @@ def _label(key: tuple[Any, ...], gate: str, impl: str) -> str:
 
 
 def ratios(path: Path) -> dict[str, float]:
-    """``{label: median_ms(gate) / median_ms(Top-k)}`` of one results file, fwd and fwdbwd rows with status ok."""
+    """``{label: median_ms(gate) / median_ms(Top-k)}`` of one results file, fwd and fwdbwd rows with status ok,
+    each row paired with its Top-k row by ``reports.comparison.Pairing`` (the report's and compare's pairing)."""
     rows = [r for r in read_rows(path).rows if r.get("kind") == "timing" and r.get("status") == "ok"
             and r.get("mode") in MODES and isinstance(r.get("median_ms"), (int, float)) and r["median_ms"] > 0]
-    base = {(tuple(r.get(k) for k in MATCH_KEYS), r.get("impl")): r["median_ms"] for r in rows
-            if r.get("gate") == BASELINE}
+    pairing = Pairing(rows, (*MATCH_KEYS, "gate", "impl"), {"gate": BASELINE})
     out = {}
     for row in rows:
-        if row.get("gate") == BASELINE:
-            continue
-        key = tuple(row.get(k) for k in MATCH_KEYS)
-        ref = base.get((key, row.get("impl")), base.get((key, "eager")))
-        if ref is not None:
-            out[_label(key, row["gate"], row.get("impl"))] = row["median_ms"] / ref
+        base = pairing.baseline_of(row)
+        if row.get("gate") != BASELINE and base is not None:
+            key = tuple(row.get(k) for k in MATCH_KEYS)
+            out[_label(key, row["gate"], row.get("impl"))] = row["median_ms"] / base["median_ms"]
     return out
 
 
@@ -211,6 +209,7 @@ def measure(args: argparse.Namespace, cli: list[str]) -> dict[str, dict[str, Any
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_frameworks()  # inherited by the gatebench runs
     cli = cli_command()
     started = {"provenance": provenance(), "state": machine_state()}
     runs = measure(args, cli)
