@@ -117,9 +117,21 @@ def _read_pytest_benchmark(path: Path) -> tuple[list[dict[str, Any]], list[str]]
         return [], [f"{path}: not JSON ({exc.msg})"]
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         return [], [f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)"]
+    prov = _benchmark_provenance(doc)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, bench in enumerate(doc["benchmarks"]):
+        if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
+            problems.append(f"{path}:benchmarks[{index}]: benchmark entry without 'stats'")
+            continue
+        rows.append(_benchmark_row(bench, prov, path, index + 1))
+    return rows, problems
+
+
+def _benchmark_provenance(doc: dict[str, Any]) -> dict[str, Any]:
     machine = doc.get("machine_info") or {}
     commit = doc.get("commit_info") or {}
-    prov = {
+    return {
         "machine": machine.get("node"),
         "cpu": (machine.get("cpu") or {}).get("brand_raw"),
         "python": machine.get("python_version"),
@@ -128,53 +140,49 @@ def _read_pytest_benchmark(path: Path) -> tuple[list[dict[str, Any]], list[str]]
         "dirty": commit.get("dirty"),
         "source_tool": f"pytest-benchmark {doc.get('version', '')}".strip(),
     }
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for index, bench in enumerate(doc["benchmarks"]):
-        where = f"{path}:benchmarks[{index}]"
-        if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
-            problems.append(f"{where}: benchmark entry without 'stats'")
-            continue
-        stats, extra = bench["stats"], dict(bench.get("extra_info") or {})
-        row: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "kind": "timing",
-            "suite": extra.pop("suite", "pytest-benchmark"),
-            "status": "ok",
-            "error": None,
-            "provenance": prov,
-            "source": str(path),
-            "line": index + 1,
+
+
+def _benchmark_row(bench: dict[str, Any], prov: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    """One benchmark as a timing row: case columns from ``extra_info`` (else ``params``), times in ms."""
+    stats, extra = bench["stats"], dict(bench.get("extra_info") or {})
+    row: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "kind": "timing",
+        "suite": extra.pop("suite", "pytest-benchmark"),
+        "status": "ok",
+        "error": None,
+        "provenance": prov,
+        "source": str(path),
+        "line": line,
+    }
+    for key in TIMING_KEYS:
+        if key in extra:
+            row[key] = extra.pop(key)
+    bench_params = bench.get("params") or {}  # pytest's parametrize values
+    for key in TIMING_KEYS:
+        if key not in row and key in bench_params:
+            row[key] = bench_params[key]
+    row.setdefault("gate", extra.pop("gate", None) or bench.get("name"))
+    row.setdefault("framework", extra.pop("framework", None) or "unknown")
+    row["case_id"] = extra.pop("case_id", None) or bench.get("fullname") or bench.get("name")
+    to_ms = 1000.0
+    data = stats.get("data")
+    samples = [float(v) * to_ms for v in data] if isinstance(data, list) and data else None
+    row.update(
+        {
+            "median_ms": _scaled(stats.get("median"), to_ms),
+            "mean_ms": _scaled(stats.get("mean"), to_ms),
+            "min_ms": _scaled(stats.get("min"), to_ms),
+            "max_ms": _scaled(stats.get("max"), to_ms),
+            "iqr_ms": _scaled(stats.get("iqr"), to_ms),
+            "n_samples": len(samples) if samples else stats.get("rounds"),
+            "samples_ms": samples,
         }
-        for key in TIMING_KEYS:
-            if key in extra:
-                row[key] = extra.pop(key)
-        params = bench.get("params") or {}
-        for key in TIMING_KEYS:
-            if key not in row and key in params:
-                row[key] = params[key]
-        row.setdefault("gate", extra.pop("gate", None) or bench.get("name"))
-        row.setdefault("framework", extra.pop("framework", None) or "unknown")
-        row["case_id"] = extra.pop("case_id", None) or bench.get("fullname") or bench.get("name")
-        to_ms = 1000.0
-        data = stats.get("data")
-        samples = [float(v) * to_ms for v in data] if isinstance(data, list) and data else None
-        row.update(
-            {
-                "median_ms": _scaled(stats.get("median"), to_ms),
-                "mean_ms": _scaled(stats.get("mean"), to_ms),
-                "min_ms": _scaled(stats.get("min"), to_ms),
-                "max_ms": _scaled(stats.get("max"), to_ms),
-                "iqr_ms": _scaled(stats.get("iqr"), to_ms),
-                "n_samples": len(samples) if samples else stats.get("rounds"),
-                "samples_ms": samples,
-            }
-        )
-        if samples:
-            row["p20_ms"], row["p80_ms"] = (float(v) for v in np.percentile(samples, [20, 80]))
-        row.update(extra)  # the rest of extra_info: unknown columns, kept
-        rows.append(row)
-    return rows, problems
+    )
+    if samples:
+        row["p20_ms"], row["p80_ms"] = (float(v) for v in np.percentile(samples, [20, 80]))
+    row.update(extra)  # the rest of extra_info: unknown columns, kept
+    return row
 
 
 def _scaled(value: Any, factor: float) -> float | None:

@@ -73,28 +73,33 @@ def register(app: typer.Typer) -> None:
             elif suite is not None:
                 _suite(suite, out, resume, fresh, console)
             else:
-                from harness.recovery.problem import QUICK, RecoveryProblem
-                from harness.recovery.run import check_framework, check_gate
-
-                check_gate(gate)
-                check_framework(framework)
-                if baseline is not None:
-                    check_gate(baseline)
-                if isinstance(seeds, bool) or seeds < 1:
-                    raise ValueError(f"seeds: expected an integer >= 1; got {seeds!r}")
                 knobs = {"gating": gating, "experts_mode": experts_mode, "experts": experts, "k": k,
                          "tasks": tasks, "clusters": clusters}
-                if quick:
-                    knobs.update(QUICK)
                 optional = {"steps": steps, "input_dim": input_dim, "samples": samples, "noise": noise,
                             "expert_correlation": expert_correlation, "lr": lr, "entropy_reg": entropy_reg,
                             "l0_reg": l0_reg, "gamma": gamma}
-                knobs.update({key: value for key, value in optional.items() if value is not None})
-                problem = RecoveryProblem(**knobs)
+                problem = _problem(gate, framework, baseline, seeds, quick, knobs, optional)
                 _single(problem, gate, framework, seeds, baseline, as_json, console)
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(code=2) from None
+
+
+def _problem(gate: str, framework: str, baseline: str | None, seeds: int, quick: bool, knobs: dict,
+             optional: dict):
+    """The checked problem of a single run: the knobs, QUICK's over them with --quick, then the given options."""
+    from harness.recovery.problem import QUICK, RecoveryProblem
+    from harness.recovery.run import check_framework, check_gate
+
+    check_gate(gate)
+    check_framework(framework)
+    if baseline is not None:
+        check_gate(baseline)
+    if isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds: expected an integer >= 1; got {seeds!r}")
+    knobs = {**knobs, **(QUICK if quick else {})}
+    knobs.update({key: value for key, value in optional.items() if value is not None})
+    return RecoveryProblem(**knobs)
 
 
 def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None, as_json: bool, console) -> None:
