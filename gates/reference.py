@@ -167,40 +167,35 @@ def gate_forward(
     *,
     training: bool = False,
     noise: np.ndarray | None = None,
+    calls: int | None = None,
 ) -> GateOutput:
     """Reference forward of a gate built by ``make_gate``: same parameters, same regularisers, float64.
 
     ``noise`` is Top-k's standard normal ``eps`` (noisy gates in training) or hard concrete's uniform ``u``
-    (training); per-example regularisers are batch means.
+    (training). Per-example regularisers are batch means, or batch sums with ``regularizer_reduction="sum"``.
+    ``calls``: the 1-based count of training calls, which a DSelect-k ``entropy_schedule`` turns into the entropy
+    weight (``entropy_schedule(calls)`` in place of ``entropy_reg``).
     """
     p = config.check_params(params)
     h = config.hparams
     n, k = config.num_experts, config.k
+    config.check_input(None if x is None else np.shape(x))
 
     def affine(kernel: str, bias: str | None) -> np.ndarray:
         out = np.asarray(x, dtype=np.float64) @ p[kernel]
         return out + p[bias] if bias else out
 
-    config.check_input(None if x is None else np.shape(x))
-
-    def batch_mean(v: np.ndarray) -> float:
-        return float(np.mean(v))
+    def batch_mean(v: np.ndarray) -> float:  # a per-example regulariser (or a static gate's number) reduced
+        return float(np.sum(v)) if h.get("regularizer_reduction") == "sum" else float(np.mean(v))
 
     reg = 0.0
     if config.name == "dselect_k":
-        m = config.num_bits
         if config.per_example:
-            z = affine("z_kernel", "z_bias").reshape(-1, k, m)
-            w = affine("w_kernel", "w_bias")
+            z, w = affine("z_kernel", "z_bias").reshape(-1, k, config.num_bits), affine("w_kernel", "w_bias")
         else:
             z, w = p["z_logits"], p["w_logits"]
         q = dselect_k_weights(z, w, n, h["gamma"])
-        if training:
-            if h["entropy_reg"] > 0:
-                reg += h["entropy_reg"] * batch_mean(dselect_k_entropy(z, n, h["gamma"]))
-            if not spec.is_power_of_two(n):
-                reg += batch_mean(dselect_k_unreachable_penalty(z, n, h["gamma"]))
-        return GateOutput(q, reg)
+        return GateOutput(q, _dselect_k_regularization(config, z, calls, batch_mean) if training else 0.0)
 
     logits = affine("kernel", "bias") if config.per_example else None
     if config.name == "hard_concrete":
@@ -224,6 +219,21 @@ def gate_forward(
     if training and h["load_balance"] > 0:
         reg += h["load_balance"] * load_balance_cv2(q)
     return GateOutput(q, reg)
+
+
+def _dselect_k_regularization(config: spec.GateConfig, z: np.ndarray, calls: int | None, batch_mean) -> float:
+    """DSelect-k's training loss: the (scheduled) entropy weight times ``H``, plus the unreachable-code penalty when
+    ``n`` is not a power of 2."""
+    h, n, reg = config.hparams, config.num_experts, 0.0
+    if h["entropy_schedule"] is not None:
+        if calls is None:
+            raise ValueError("calls: expected the 1-based count of training calls; got None")
+        reg += float(h["entropy_schedule"](calls)) * batch_mean(dselect_k_entropy(z, n, h["gamma"]))
+    elif h["entropy_reg"] > 0:
+        reg += h["entropy_reg"] * batch_mean(dselect_k_entropy(z, n, h["gamma"]))
+    if not spec.is_power_of_two(n):
+        reg += batch_mean(dselect_k_unreachable_penalty(z, n, h["gamma"]))
+    return reg
 
 
 def routing_logits(

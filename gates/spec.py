@@ -38,9 +38,15 @@ TORCH_ONLY_IMPLS: tuple[str, ...] = ("triton",)
 HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "softmax": {},
     "topk": {"noisy": False, "load_balance": 0.0},
-    "dselect_k": {"gamma": 1.0, "entropy_reg": 0.0},
-    "hard_concrete": {"beta": HARD_CONCRETE_BETA, "limits": HARD_CONCRETE_LIMITS, "l0_reg": 0.0},
+    "dselect_k": {"gamma": 1.0, "entropy_reg": 0.0, "entropy_schedule": None, "regularizer_reduction": "mean"},
+    "hard_concrete": {
+        "beta": HARD_CONCRETE_BETA, "limits": HARD_CONCRETE_LIMITS, "l0_reg": 0.0, "regularizer_reduction": "mean",
+    },
 }
+# How a per-example regulariser (DSelect-k's entropy and unreachable penalty, hard concrete's L0) becomes one number:
+# its batch mean (gatebench's default: the weight does not depend on the batch size) or its batch sum (the
+# reference DSelect-k layer's; ``sum = batch size * mean``).
+REGULARIZER_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -82,6 +88,18 @@ def check_nonnegative(name: str, value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a finite number >= 0; got {value!r}")
     return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_schedule(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ValueError(f"{name}: expected None or a callable of the 1-based count of training calls; got {value!r}")
+    return value
 
 
 def check_impl(gate: str, impl: Any, framework: str) -> str:
@@ -200,9 +218,16 @@ class GateConfig:
                 f"hparams: expected only {allowed} for gate {self.name!r}; got unknown {', '.join(unknown)}"
             )
         merged = {**defaults, **self.hparams}
+        if "regularizer_reduction" in merged:
+            check_choice("regularizer_reduction", merged["regularizer_reduction"], REGULARIZER_REDUCTIONS)
         if self.name == "dselect_k":
             merged["gamma"] = check_positive("gamma", merged["gamma"])
             merged["entropy_reg"] = check_nonnegative("entropy_reg", merged["entropy_reg"])
+            if check_schedule("entropy_schedule", merged["entropy_schedule"]) is not None and merged["entropy_reg"]:
+                raise ValueError(
+                    f"entropy_reg: expected 0 with an entropy_schedule (the schedule gives the weight); "
+                    f"got {merged['entropy_reg']!r}"
+                )
         elif self.name == "hard_concrete":
             merged["beta"] = check_positive("beta", merged["beta"])
             merged["limits"] = check_limits(merged["limits"])

@@ -6,13 +6,14 @@ Shapes: ``b`` batch, ``p`` routing-input width, ``n`` experts, ``k`` selectors, 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from . import spec
+from . import recipe, spec
 
 __all__ = [
     "softmax_weights",
@@ -29,6 +30,7 @@ __all__ = [
     "make_gate",
     "Gate",
     "DSELECT_K_IMPLS",
+    "OPS",
 ]
 
 DSELECT_K_IMPLS = tuple(i for i in spec.DSELECT_K_IMPLS if i not in spec.TORCH_ONLY_IMPLS)  # no "triton"
@@ -232,7 +234,7 @@ def load_balance_cv2(weights: tf.Tensor) -> tf.Tensor:
 # Layers.
 # --------------------------------------------------------------------------------------------------------------
 class Gate(keras.layers.Layer):
-    """A gate built by ``make_gate``: owns parameters, calls the functional core.
+    """A gate built by ``make_gate``: owns parameters (``gate.params``), computes through ``gates.recipe``.
 
     ``gate()`` (static) or ``gate(x)`` (per-example, ``x (b, p)``) returns the expert weights ``(n,)`` or ``(b, n)``.
     With ``training=True`` the call also sets ``gate.regularization_loss`` (a scalar tensor; 0 otherwise) and adds
@@ -259,6 +261,12 @@ class Gate(keras.layers.Layer):
                 shape=value.shape, initializer=keras.initializers.Constant(value), name=key, dtype=self.dtype
             )
         self.regularization_loss = tf.zeros((), dtype=self.compute_dtype)
+        # training calls so far, counted (like the reference layer's num_calls) for a DSelect-k entropy_schedule
+        self.training_calls = None
+        if config.hparams.get("entropy_schedule") is not None:
+            self.training_calls = self.add_weight(
+                shape=(), initializer="zeros", name="training_calls", dtype="int64", trainable=False
+            )
 
     # --- parameters as NumPy -------------------------------------------------------------------------------
     def get_numpy_params(self) -> dict[str, np.ndarray]:
@@ -271,20 +279,12 @@ class Gate(keras.layers.Layer):
     def param(self, key: str) -> keras.Variable:
         return self._params[key]
 
-    # --- forward ---------------------------------------------------------------------------------------------
-    def _affine(self, x: tf.Tensor | None, kernel: str, bias: str | None, static: str) -> tf.Tensor:
-        if x is None:
-            return tf.convert_to_tensor(self._params[static])
-        out = tf.matmul(x, self._params[kernel])
-        return out + self._params[bias] if bias else out
+    @property
+    def params(self) -> dict[str, keras.Variable]:
+        """The parameters by name (``GateConfig.param_shapes``), as the recipe reads them."""
+        return self._params
 
-    def _affines(self, x: tf.Tensor, *heads: tuple[str, str | None]) -> list[tf.Tensor]:
-        """``[x @ kernel + bias for (kernel, bias) in heads]`` as one matmul with the kernels side by side: ``x``
-        is read once (forward and backward) instead of once per head. Biases are added per head (None: none)."""
-        kernels = [self._params[kernel] for kernel, _ in heads]
-        outs = tf.split(tf.matmul(x, tf.concat(kernels, axis=1)), [int(kr.shape[1]) for kr in kernels], axis=-1)
-        return [out + self._params[bias] if bias else out for out, (_, bias) in zip(outs, heads, strict=True)]
-
+    # --- forward: gates.recipe ---------------------------------------------------------------------------------
     def __call__(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None,
                  check_noise: bool = True, **kw):
         # Checked here, before Keras wraps exceptions raised inside `call` into a longer message.
@@ -295,47 +295,14 @@ class Gate(keras.layers.Layer):
         return super().__call__(*args, training=training, noise=noise, **kw)
 
     def call(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None):
-        cfg, h, training = self.config, self.config.hparams, bool(training)
-        reg = tf.zeros((), dtype=self.compute_dtype)
-        n, k = cfg.num_experts, cfg.k
-        if cfg.name == "dselect_k":
-            if x is None:
-                z, w = (tf.convert_to_tensor(self._params[key]) for key in ("z_logits", "w_logits"))  # (k, m), (k,)
-            else:
-                z, w = self._affines(x, ("z_kernel", "z_bias"), ("w_kernel", "w_bias"))
-                z = tf.reshape(z, [-1, k, cfg.num_bits])  # (b, k, m), w (b, k)
-            q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
-            entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
-            if entropy or unreachable:
-                r = dselect_k_selectors(z, n, h["gamma"])  # (..., k, n), built once for both regularisers
-                if entropy:
-                    reg = reg + h["entropy_reg"] * tf.reduce_mean(_entropy(r))
-                if unreachable:
-                    reg = reg + tf.reduce_mean(_unreachable_penalty(r))
-        elif cfg.name == "hard_concrete":
-            la = self._affine(x, "kernel", "bias", "log_alpha")  # (b, n) or (n,)
-            u = None
-            if training:
-                u = noise if noise is not None else _uniform_noise(la)
-            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=False))
-            if training and h["l0_reg"] > 0:
-                reg = reg + h["l0_reg"] * tf.reduce_mean(hard_concrete_l0(la, h["beta"], h["limits"]))
-        else:
-            noisy = cfg.name == "topk" and training and h["noisy"]
-            if noisy and x is not None:
-                logits, noise_l = self._affines(x, ("kernel", "bias"), ("noise_kernel", None))  # (b, n) each
-            else:
-                logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
-                noise_l = tf.convert_to_tensor(self._params["noise_logits"]) if noisy else None
-            if cfg.name == "softmax":
-                q = softmax_weights(logits)
-            else:
-                if noisy:
-                    eps = noise if noise is not None else tf.random.normal(tf.shape(logits), dtype=logits.dtype)
-                    logits = logits + eps * tf.nn.softplus(noise_l)
-                q = topk_weights(logits, k)
-                if training and h["load_balance"] > 0:
-                    reg = reg + h["load_balance"] * load_balance_cv2(q)
+        training, calls = bool(training), None
+        if training and self.training_calls is not None:  # a DSelect-k entropy_schedule reads the count
+            self.training_calls.assign_add(1)
+            calls = tf.cast(self.training_calls, self.compute_dtype)
+        q, reg = recipe.gate_forward(
+            _CORE, self.config, self.params, x, training=training, noise=noise, impl=self.impl, check_noise=False,
+            calls=calls,
+        )
         self.regularization_loss = reg
         if training:
             self.add_loss(reg)
@@ -353,6 +320,34 @@ class Gate(keras.layers.Layer):
 def _uniform_noise(like: tf.Tensor) -> tf.Tensor:
     eps = spec.HARD_CONCRETE_EPS
     return tf.random.uniform(tf.shape(like), eps, 1 - eps, dtype=like.dtype)
+
+
+def _heads(x: tf.Tensor, heads: list[tuple[tf.Tensor, tf.Tensor | None]]) -> list[tf.Tensor]:
+    """``[x @ kernel + bias for (kernel, bias) in heads]``; several heads are one matmul with the kernels side by
+    side, so ``x`` is read once (forward and backward) instead of once per head. ``bias=None``: none."""
+    if len(heads) == 1:
+        kernel, bias = heads[0]
+        out = tf.matmul(x, kernel)
+        return [out + bias if bias is not None else out]
+    kernels = [kernel for kernel, _ in heads]
+    outs = tf.split(tf.matmul(x, tf.concat(kernels, axis=1)), [int(kr.shape[1]) for kr in kernels], axis=-1)
+    return [out + bias if bias is not None else out for out, (_, bias) in zip(outs, heads, strict=True)]
+
+
+OPS = recipe.Ops(
+    read=tf.convert_to_tensor,
+    heads=_heads,
+    reshape=tf.reshape,
+    softplus=tf.nn.softplus,
+    zero=lambda like: tf.zeros((), dtype=like.dtype),
+    normal=lambda like: tf.random.normal(tf.shape(like), dtype=like.dtype),
+    uniform=_uniform_noise,
+    mean=tf.reduce_mean,
+    sum=tf.reduce_sum,
+    entropy=_entropy,
+    unreachable=_unreachable_penalty,
+)
+_CORE = sys.modules[__name__]  # the functional core above, as the recipe calls it
 
 
 def make_gate(

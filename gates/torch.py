@@ -5,13 +5,14 @@ Shapes: ``b`` batch, ``p`` routing-input width, ``n`` experts, ``k`` selectors, 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import spec
+from . import recipe, spec
 
 __all__ = [
     "softmax_weights",
@@ -28,6 +29,7 @@ __all__ = [
     "make_gate",
     "Gate",
     "DSELECT_K_IMPLS",
+    "OPS",
 ]
 
 DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS  # "triton" needs the triton package and CUDA tensors
@@ -223,7 +225,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch
 
 
 class Gate(nn.Module):
-    """A gate built by ``make_gate``: owns parameters, calls the functional core.
+    """A gate built by ``make_gate``: owns parameters (``gate.params``), computes through ``gates.recipe``.
 
     ``gate()`` (static) or ``gate(x)`` (per-example, ``x (b, p)``) returns the expert weights ``(n,)`` or ``(b, n)``.
     In training mode the call also sets ``gate.regularization_loss`` (a scalar tensor; 0 in eval mode).
@@ -244,9 +246,11 @@ class Gate(nn.Module):
         self.config = config
         self.impl = spec.check_impl(config.name, impl, "torch")
         self.dtype = _DTYPES[spec.check_dtype(dtype)]
+        self._param_names = tuple(config.param_shapes())
         for key, value in config.init_params(seed).items():
             self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))
         self.regularization_loss = torch.zeros((), dtype=self.dtype, device=device)
+        self.training_calls = 0  # training calls so far, counted for a DSelect-k entropy_schedule
 
     # --- parameters as NumPy -------------------------------------------------------------------------------
     def get_numpy_params(self) -> dict[str, np.ndarray]:
@@ -257,66 +261,23 @@ class Gate(nn.Module):
         for key, value in self.config.check_params(params).items():
             getattr(self, key).copy_(torch.as_tensor(value, dtype=self.dtype))
 
-    # --- forward ---------------------------------------------------------------------------------------------
-    def _affine(self, x: torch.Tensor | None, kernel: str, bias: str | None, static: str) -> torch.Tensor:
-        if x is None:
-            return getattr(self, static)
-        out = x @ getattr(self, kernel)
-        return out + getattr(self, bias) if bias else out
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The parameters by name (``GateConfig.param_shapes``), as the recipe reads them."""
+        return {key: getattr(self, key) for key in self._param_names}
 
-    def _affines(self, x: torch.Tensor, *heads: tuple[str, str | None]) -> list[torch.Tensor]:
-        """``[x @ kernel + bias for (kernel, bias) in heads]`` as one matmul with the kernels side by side: ``x``
-        is read once (forward and backward) instead of once per head. Biases are added per head (None: none)."""
-        kernels = [getattr(self, kernel) for kernel, _ in heads]
-        outs = (x @ torch.cat(kernels, dim=1)).split([kr.shape[1] for kr in kernels], dim=-1)
-        return [out + getattr(self, bias) if bias else out for out, (_, bias) in zip(outs, heads, strict=True)]
-
+    # --- forward: gates.recipe ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None,
                 check_noise: bool = True) -> torch.Tensor:
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
-        cfg, h, training = self.config, self.config.hparams, self.training
-        reg = torch.zeros((), dtype=self.dtype, device=self.regularization_loss.device)
-        n, k = cfg.num_experts, cfg.k
-        if cfg.name == "dselect_k":
-            if x is None:
-                z, w = self.z_logits, self.w_logits  # (k, m), (k,)
-            else:
-                z, w = self._affines(x, ("z_kernel", "z_bias"), ("w_kernel", "w_bias"))
-                z = z.reshape(-1, k, cfg.num_bits)  # (b, k, m), w (b, k)
-            q = dselect_k_weights(z, w, n, h["gamma"], impl=self.impl)
-            entropy, unreachable = training and h["entropy_reg"] > 0, training and not spec.is_power_of_two(n)
-            if entropy or unreachable:
-                r = dselect_k_selectors(z, n, h["gamma"])  # (..., k, n), built once for both regularisers
-                if entropy:
-                    reg = reg + h["entropy_reg"] * _entropy(r).mean()
-                if unreachable:
-                    reg = reg + _unreachable_penalty(r).mean()
-        elif cfg.name == "hard_concrete":
-            la = self._affine(x, "kernel", "bias", "log_alpha")  # (b, n) or (n,)
-            u = None
-            if training:
-                u = noise if noise is not None else _uniform_noise(la)
-            check_u = noise is not None and check_noise
-            q = hard_concrete_weights(hard_concrete_gates(la, u, h["beta"], h["limits"], check_u=check_u))
-            if training and h["l0_reg"] > 0:
-                reg = reg + h["l0_reg"] * hard_concrete_l0(la, h["beta"], h["limits"]).mean()
-        else:
-            noisy = cfg.name == "topk" and training and h["noisy"]
-            if noisy and x is not None:
-                logits, noise_l = self._affines(x, ("kernel", "bias"), ("noise_kernel", None))  # (b, n) each
-            else:
-                logits = self._affine(x, "kernel", "bias", "logits")  # (b, n) or (n,)
-                noise_l = self.noise_logits if noisy else None
-            if cfg.name == "softmax":
-                q = softmax_weights(logits)
-            else:
-                if noisy:
-                    eps = noise if noise is not None else torch.randn_like(logits)
-                    logits = logits + eps * nn.functional.softplus(noise_l)
-                q = topk_weights(logits, k)
-                if training and h["load_balance"] > 0:
-                    reg = reg + h["load_balance"] * load_balance_cv2(q)
-        self.regularization_loss = reg
+        calls = None
+        if self.training and self.config.hparams.get("entropy_schedule") is not None:
+            self.training_calls += 1
+            calls = self.training_calls
+        q, self.regularization_loss = recipe.gate_forward(
+            _CORE, self.config, self.params, x, training=self.training, noise=noise, impl=self.impl,
+            check_noise=check_noise, calls=calls,
+        )
         return q
 
     @torch.no_grad()
@@ -338,6 +299,34 @@ class Gate(nn.Module):
 def _uniform_noise(like: torch.Tensor) -> torch.Tensor:
     eps = spec.HARD_CONCRETE_EPS
     return torch.rand_like(like) * (1 - 2 * eps) + eps
+
+
+def _heads(x: torch.Tensor, heads: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[torch.Tensor]:
+    """``[x @ kernel + bias for (kernel, bias) in heads]``; several heads are one matmul with the kernels side by
+    side, so ``x`` is read once (forward and backward) instead of once per head. ``bias=None``: none."""
+    if len(heads) == 1:
+        kernel, bias = heads[0]
+        out = x @ kernel
+        return [out + bias if bias is not None else out]
+    kernels = [kernel for kernel, _ in heads]
+    outs = (x @ torch.cat(kernels, dim=1)).split([kr.shape[1] for kr in kernels], dim=-1)
+    return [out + bias if bias is not None else out for out, (_, bias) in zip(outs, heads, strict=True)]
+
+
+OPS = recipe.Ops(
+    read=lambda param: param,
+    heads=_heads,
+    reshape=torch.reshape,
+    softplus=nn.functional.softplus,
+    zero=lambda like: torch.zeros((), dtype=like.dtype, device=like.device),
+    normal=torch.randn_like,
+    uniform=_uniform_noise,
+    mean=torch.mean,
+    sum=torch.sum,
+    entropy=_entropy,
+    unreachable=_unreachable_penalty,
+)
+_CORE = sys.modules[__name__]  # the functional core above, as the recipe calls it
 
 
 def make_gate(
