@@ -16,8 +16,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 
 from harness.recovery.data import generate  # noqa: E402
-from harness.recovery.loop import initial_params  # noqa: E402
 from harness.recovery.problem import RecoveryProblem  # noqa: E402
+from harness.recovery.steps import initial_params  # noqa: E402
 from harness.results import provenance  # noqa: E402
 
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from gates import reference as ref
 from harness.recovery.data import generate
-from harness.recovery.loop import initial_params, step_inputs
 from harness.recovery.problem import RecoveryProblem
 from harness.recovery.run import run_one, score
+from harness.recovery.steps import initial_params, step_inputs
 
 GATES = ("softmax", "topk", "dselect_k", "hard_concrete")
 SMALL = {"experts": 8, "k": 2, "tasks": 6, "clusters": 3, "samples": 256, "test_samples": 128}
@@ -61,6 +62,34 @@ def test_task_gates_match_the_gate_modules(G, framework, gate, gating):
         got = np.asarray(q.detach() if framework == "torch" else q)
         np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12, err_msg=f"{gate} {gating} weights")
         assert float(reg) == pytest.approx(expect_reg, rel=1e-10, abs=1e-12), f"{gate} {gating} regulariser"
+
+
+@pytest.mark.parametrize("gating", ["static", "per_example"])
+def test_task_gates_have_noisy_topk_and_load_balancing(G, framework, gating, rng):
+    """The loops' gates are the modules' recipe: noisy Top-k and load balancing too (one CV^2 per task's gate)."""
+    from gates import spec
+
+    tasks, n, p = 4, 6, 5
+    cfg = spec.make_config("topk", n, 2, None if gating == "static" else p, noisy=True, load_balance=0.3)
+    per_gate = [{key: rng.normal(size=shape) for key, shape in cfg.param_shapes().items()} for _ in range(tasks)]
+    params = {key: np.stack([g[key] for g in per_gate]) for key in per_gate[0]} if gating == "static" else per_gate[0]
+    x = rng.normal(size=(7, p)) if gating == "per_example" else None
+    eps = rng.standard_normal((tasks, n) if gating == "static" else (7, n))
+    loop = _loop(framework)
+    tensor = (lambda a: __import__("torch").as_tensor(a)) if framework == "torch" else (
+        lambda a: __import__("tensorflow").constant(a))
+    for training in (False, True):
+        q, reg = loop.gate_weights(cfg, {k: tensor(v) for k, v in params.items()}, None if x is None else tensor(x),
+                                   training, tensor(eps))
+        rows = range(tasks) if gating == "static" else [None]
+        outs = [ref.gate_forward(cfg, per_gate[t or 0], x, training=training, noise=eps if t is None else eps[t])
+                for t in rows]
+        want_q = np.stack([o.weights for o in outs]) if gating == "static" else outs[0].weights
+        got = np.asarray(q.detach() if framework == "torch" else q)
+        np.testing.assert_allclose(got, want_q, rtol=1e-12, atol=1e-12, err_msg=f"{gating} weights")
+        want_reg = sum(o.regularization for o in outs)
+        assert float(reg) == pytest.approx(want_reg, rel=1e-10, abs=1e-12), f"{gating} regulariser"
+        assert (want_reg > 0) == training
 
 
 @pytest.mark.parity
@@ -120,10 +149,10 @@ def test_learned_experts_are_matched_before_scoring(gt):
 def _recover_app():
     import typer
 
-    from harness import _cli_recover
+    from gatebench.cli import recover as _cli_recover
 
     app = typer.Typer()
-    app.callback()(lambda: None)  # a group, as in harness.cli (which also loads other engineers' commands)
+    app.callback()(lambda: None)  # a group, as in gatebench.cli (which also registers the other commands)
     _cli_recover.register(app)
     return app
 

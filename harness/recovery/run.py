@@ -15,7 +15,6 @@ from gates import FRAMEWORKS, GATE_NAMES
 from harness.schema import RECOVERY_METRICS
 
 from .data import PlantedData, generate
-from .loop import TrainResult
 from .metrics import (
     SELECTIONS,
     match_experts,
@@ -28,6 +27,7 @@ from .metrics import (
     to_planted_order,
 )
 from .problem import RecoveryProblem
+from .steps import TrainResult
 
 # Metric columns of a run summarised over seeds, in display order (declared in harness.schema).
 METRICS: tuple[str, ...] = RECOVERY_METRICS

@@ -1,58 +1,36 @@
 """The recovery training loop in TensorFlow. Reads line by line against ``train_torch.py``.
 
-Same model, loss, regularisers and hand-written Adam as the PyTorch loop (see its docstring); the train step and
-the evaluation are ``tf.function``s traced once per run (fixed shapes).
+Same model, loss, gate recipe (``gates.recipe`` on ``gates.tf``), regularisers and hand-written Adam as the PyTorch
+loop (see its docstring); the train step and the evaluation are ``tf.function``s traced once per run (fixed shapes).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from gates import spec
+from gates import recipe, spec
 from gates import tf as G
 
 from .data import PlantedData
-from .loop import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
 from .metrics import select
+from .steps import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
 
 _DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
 
 def gate_weights(cfg: spec.GateConfig, params: dict[str, tf.Variable], x: tf.Tensor | None, training: bool,
-                 noise: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+                 noise: tf.Tensor | None = None, calls: Any = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Weights ``(T, n)`` of ``T`` static gates (``x=None``, parameters with a leading task axis) or ``(B, n)`` of
-    one per-example gate, and the summed regulariser (0 outside training). Same maths as ``gates.tf.Gate``."""
-    h, n, k = cfg.hparams, cfg.num_experts, cfg.k
-    static = x is None
-    reg = tf.zeros((), dtype=next(iter(params.values())).dtype)
-
-    def affine(kernel: str, bias: str, key: str) -> tf.Tensor:
-        return tf.convert_to_tensor(params[key]) if static else tf.matmul(x, params[kernel]) + params[bias]
-
-    def total(per_gate: tf.Tensor) -> tf.Tensor:  # static: sum over tasks' gates; per-example: batch mean
-        return tf.reduce_sum(per_gate) if static else tf.reduce_mean(per_gate)
-
-    if cfg.name == "dselect_k":
-        z = affine("z_kernel", "z_bias", "z_logits")  # (T, k, m) or (B, k * m)
-        z = z if static else tf.reshape(z, [-1, k, cfg.num_bits])  # (B, k, m)
-        w = affine("w_kernel", "w_bias", "w_logits")  # (T, k) or (B, k)
-        q = G.dselect_k_weights(z, w, n, h["gamma"])
-        if training and h["entropy_reg"] > 0:
-            reg = reg + h["entropy_reg"] * total(G.dselect_k_entropy(z, n, h["gamma"]))
-        if training and not spec.is_power_of_two(n):
-            reg = reg + total(G.dselect_k_unreachable_penalty(z, n, h["gamma"]))
-    elif cfg.name == "hard_concrete":
-        la = affine("kernel", "bias", "log_alpha")  # (T, n) or (B, n)
-        q = G.hard_concrete_weights(G.hard_concrete_gates(la, noise if training else None, h["beta"], h["limits"]))
-        if training and h["l0_reg"] > 0:
-            reg = reg + h["l0_reg"] * total(G.hard_concrete_l0(la, h["beta"], h["limits"]))
-    else:
-        logits = affine("kernel", "bias", "logits")  # (T, n) or (B, n)
-        q = G.softmax_weights(logits) if cfg.name == "softmax" else G.topk_weights(logits, k)
-    return q, reg
+    one per-example gate, and the regulariser (0 outside training; the ``T`` static gates' summed): the gate
+    recipe of ``gates.tf.Gate`` (``gates.recipe``), noisy Top-k and load balancing included. ``calls``: the 1-based
+    training step, read by a DSelect-k entropy schedule. Heads on ``x`` are one matmul each (``fuse_heads=False``):
+    the arithmetic the recorded recovery results were computed with."""
+    return recipe.gate_forward(G, cfg, params, x, training=training, noise=noise, stacked=x is None, calls=calls,
+                               fuse_heads=False)
 
 
 def expert_outputs(x: tf.Tensor, params: dict[str, tf.Variable]) -> tf.Tensor:
@@ -64,7 +42,7 @@ def expert_outputs(x: tf.Tensor, params: dict[str, tf.Variable]) -> tf.Tensor:
 
 
 def train(data: PlantedData, gate: str) -> TrainResult:
-    """Train ``gate`` on ``data`` and record its selections (see ``loop.TrainResult``)."""
+    """Train ``gate`` on ``data`` and record its selections (see ``steps.TrainResult``)."""
     pr = data.problem
     cfg, dtype = pr.gate_config(gate), _DTYPES[pr.dtype]
     params = {key: tf.Variable(v, dtype=dtype, name=key.replace("/", "_"))
@@ -75,17 +53,17 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     def tensor(a: np.ndarray | None) -> tf.Tensor | None:
         return None if a is None else tf.constant(a, dtype=dtype)
 
-    def forward(inputs: dict[str, tf.Tensor | None], training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward(inputs: dict[str, tf.Tensor | None], training: bool, calls=None) -> tuple[tf.Tensor, tf.Tensor]:
         x = inputs["x"]
         f = inputs["f"] if inputs["f"] is not None else expert_outputs(x, params)  # (B, n)
-        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"])
+        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"], calls)
         pred = tf.matmul(f, q, transpose_b=True) if pr.gating == "static" else tf.reduce_sum(q * f, -1, keepdims=True)
         return tf.reduce_sum(tf.reduce_mean((pred - inputs["y"]) ** 2, axis=0)) + reg, q
 
     @tf.function
-    def train_step(inputs: dict[str, tf.Tensor | None], c1: tf.Tensor, c2: tf.Tensor):
+    def train_step(inputs: dict[str, tf.Tensor | None], c1: tf.Tensor, c2: tf.Tensor, calls: tf.Tensor):
         with tf.GradientTape() as tape:
-            loss, _ = forward(inputs, training=True)
+            loss, _ = forward(inputs, training=True, calls=calls)
         grads = tape.gradient(loss, list(params.values()))
         for (key, p), g in zip(params.items(), grads, strict=True):
             m, v = moments[key]
@@ -106,7 +84,7 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     for step in range(pr.steps):
         c1, c2 = adam_corrections(pr, step)
         loss, grads = train_step({key: tensor(v) for key, v in step_inputs(data, step, gate).items()},
-                                 tf.constant(c1, dtype), tf.constant(c2, dtype))
+                                 tf.constant(c1, dtype), tf.constant(c2, dtype), tf.constant(step + 1, dtype))
         if step == 0:
             first_grads = {key: np.asarray(g.numpy(), dtype=np.float64) for key, g in zip(params, grads, strict=True)}
         if is_eval_step(pr, step):

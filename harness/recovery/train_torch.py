@@ -1,7 +1,7 @@
 """The recovery training loop in PyTorch. Reads line by line against ``train_tf.py``.
 
-Model: test-time/training expert weights ``q`` from the gates' functional core (``gates.torch``), one static gate
-per task (parameters with a leading task axis ``T``) or one per-example gate on ``x (B, p)``; expert outputs
+Model: test-time/training expert weights ``q`` from the gate recipe (``gates.recipe`` on ``gates.torch``), one
+static gate per task (parameters with a leading task axis ``T``) or one per-example gate on ``x (B, p)``; expert outputs
 ``f (B, n)`` fixed (known) or computed by trainable experts (learned); predictions ``f @ q.T (B, T)`` (static) or
 ``sum_e q_e f_e (B, 1)`` (per-example). Loss: mean over the batch of the squared error, summed over tasks, plus
 the gates' regularisers (summed over the tasks' gates; averaged over the batch for a per-example gate, as the
@@ -11,52 +11,30 @@ gate modules do). Optimiser: Adam written out (see ``RecoveryProblem``).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
-from gates import spec
+from gates import recipe, spec
 from gates import torch as G
 
 from .data import PlantedData
-from .loop import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
 from .metrics import select
+from .steps import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def gate_weights(cfg: spec.GateConfig, params: dict[str, torch.Tensor], x: torch.Tensor | None, training: bool,
-                 noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: torch.Tensor | None = None, calls: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights ``(T, n)`` of ``T`` static gates (``x=None``, parameters with a leading task axis) or ``(B, n)`` of
-    one per-example gate, and the summed regulariser (0 outside training). Same maths as ``gates.torch.Gate``."""
-    h, n, k = cfg.hparams, cfg.num_experts, cfg.k
-    static = x is None
-    reg = torch.zeros((), dtype=next(iter(params.values())).dtype)
-
-    def affine(kernel: str, bias: str, key: str) -> torch.Tensor:
-        return params[key] if static else x @ params[kernel] + params[bias]
-
-    def total(per_gate: torch.Tensor) -> torch.Tensor:  # static: sum over tasks' gates; per-example: batch mean
-        return per_gate.sum() if static else per_gate.mean()
-
-    if cfg.name == "dselect_k":
-        z = affine("z_kernel", "z_bias", "z_logits")  # (T, k, m) or (B, k * m)
-        z = z if static else z.reshape(-1, k, cfg.num_bits)  # (B, k, m)
-        w = affine("w_kernel", "w_bias", "w_logits")  # (T, k) or (B, k)
-        q = G.dselect_k_weights(z, w, n, h["gamma"])
-        if training and h["entropy_reg"] > 0:
-            reg = reg + h["entropy_reg"] * total(G.dselect_k_entropy(z, n, h["gamma"]))
-        if training and not spec.is_power_of_two(n):
-            reg = reg + total(G.dselect_k_unreachable_penalty(z, n, h["gamma"]))
-    elif cfg.name == "hard_concrete":
-        la = affine("kernel", "bias", "log_alpha")  # (T, n) or (B, n)
-        q = G.hard_concrete_weights(G.hard_concrete_gates(la, noise if training else None, h["beta"], h["limits"]))
-        if training and h["l0_reg"] > 0:
-            reg = reg + h["l0_reg"] * total(G.hard_concrete_l0(la, h["beta"], h["limits"]))
-    else:
-        logits = affine("kernel", "bias", "logits")  # (T, n) or (B, n)
-        q = G.softmax_weights(logits) if cfg.name == "softmax" else G.topk_weights(logits, k)
-    return q, reg
+    one per-example gate, and the regulariser (0 outside training; the ``T`` static gates' summed): the gate
+    recipe of ``gates.torch.Gate`` (``gates.recipe``), noisy Top-k and load balancing included. ``calls``: the 1-based
+    training step, read by a DSelect-k entropy schedule. Heads on ``x`` are one matmul each (``fuse_heads=False``):
+    the arithmetic the recorded recovery results were computed with."""
+    return recipe.gate_forward(G, cfg, params, x, training=training, noise=noise, stacked=x is None, calls=calls,
+                               fuse_heads=False)
 
 
 def expert_outputs(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -68,7 +46,7 @@ def expert_outputs(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Te
 
 
 def train(data: PlantedData, gate: str) -> TrainResult:
-    """Train ``gate`` on ``data`` and record its selections (see ``loop.TrainResult``)."""
+    """Train ``gate`` on ``data`` and record its selections (see ``steps.TrainResult``)."""
     pr = data.problem
     cfg, dtype = pr.gate_config(gate), _DTYPES[pr.dtype]
     params = {key: torch.tensor(v, dtype=dtype, requires_grad=True) for key, v in initial_params(data, gate).items()}
@@ -78,10 +56,11 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     def tensor(a: np.ndarray | None) -> torch.Tensor | None:
         return None if a is None else torch.as_tensor(a, dtype=dtype)
 
-    def forward(inputs: dict[str, torch.Tensor | None], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(inputs: dict[str, torch.Tensor | None], training: bool,
+                calls: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = inputs["x"]
         f = inputs["f"] if inputs["f"] is not None else expert_outputs(x, params)  # (B, n)
-        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"])
+        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"], calls)
         pred = f @ q.T if pr.gating == "static" else (q * f).sum(dim=-1, keepdim=True)  # (B, T)
         return ((pred - inputs["y"]) ** 2).mean(dim=0).sum() + reg, q
 
@@ -95,7 +74,8 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     start = time.perf_counter()
     try:
         for step in range(pr.steps):
-            loss, _ = forward({key: tensor(v) for key, v in step_inputs(data, step, gate).items()}, training=True)
+            inputs = {key: tensor(v) for key, v in step_inputs(data, step, gate).items()}
+            loss, _ = forward(inputs, training=True, calls=step + 1)
             grads = torch.autograd.grad(loss, list(params.values()))
             if step == 0:
                 first_grads = {key: g.detach().to(torch.float64).numpy() for key, g in zip(params, grads, strict=True)}

@@ -1,5 +1,6 @@
-"""What the two training loops share, framework-free: the NumPy inputs of each step and of the evaluation,
-the record of a run, and the order in which parameters are named.
+"""The steps of a recovery run, framework-free, as both training loops take them: the NumPy inputs of each step
+and of the evaluation, Adam's bias corrections, which steps are evaluated, the record of a run (``TrainResult``)
+and the order in which parameters are named. The loops themselves are ``train_torch`` and ``train_tf``.
 
 ``train_torch.train`` and ``train_tf.train`` take a ``PlantedData`` and a gate name and return a ``TrainResult``;
 they read side by side and differ only in tensor syntax. Per step ``s`` both see ``step_inputs(data, s)``.
