@@ -133,7 +133,7 @@ def test_the_default_suite_file_has_at_least_ten_seeds_and_every_gate_and_framew
 def test_recovery_modules_do_not_import_frameworks():
     code = (
         "import sys, harness.recovery, harness.recovery.run, harness.recovery.suite, harness.recovery.report, "
-        "harness._cli_recover\n"
+        "gatebench.cli.recover\n"
         "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
