@@ -219,8 +219,8 @@ def test_kernels_compile_for_sm90_and_the_named_scales_do_not_spill(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "resources.json"
-    proc = subprocess.run([sys.executable, str(root / "scripts" / "triton_resources.py"), "--out", str(out),
-                           "--shapes", "named"], capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "scripts.triton_resources", "--out", str(out), "--shapes", "named"],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())["rows"]
     assert {(r["kernel"], r["experts"]) for r in rows} == {(k, n) for k in ("fwd", "bwd") for n in (16, 64, 256)}
