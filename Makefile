@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gates harness reports tests
+	$(BIN)/ruff check gates harness reports gatebench tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
