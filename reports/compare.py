@@ -1,28 +1,69 @@
-"""``gatebench compare OLD NEW``: per-case timing comparison of two results sets, like ``asv compare``.
+"""``gatebench compare OLD NEW``: per-case timing comparison of two results sets, a CI gate like ``asv compare``.
 
 Cases are matched by ``case_id`` (the sorted case parameters; for pytest-benchmark rows, the test's full
-name). For each case present on both sides with status ``ok``: ``ratio = median(new) / median(old)``, a
-bootstrap 95% interval of that ratio and a two-sided Mann-Whitney U test on the raw samples.
+name); the last row of a case wins. Samples of one run are not independent (a slow minute shifts them all) and
+the rounds of two runs do not pair, so the independent units are the **rounds of each side**. For each case that
+both sides timed (``reports.comparison.round_medians``):
 
-The pairing (NEW's row of a case with OLD's), the ratio, the test and the mark are ``reports.comparison``'s,
-with the given ``factor``: a **regression** (mark ``+``, "slower") when ``ratio > factor`` and the change is
-significant (``p < alpha``); an **improvement** (``-``, "faster") when ``ratio < 1 / factor`` and significant.
-When either side has fewer than two raw samples no test can be made and the ratio alone decides (as ``asv
-compare`` does; this needs ``factor > 1``, with ``factor == 1`` such a case is unchanged).
-A case that was ``ok`` before and ``failed`` now is marked ``x`` and also counts as a regression. Cases on one
-side only are listed (``new`` / ``gone``) and never fail the comparison.
+- rows with ``sample_rounds``: ``ratio = median(NEW's per-round medians) / median(OLD's per-round medians)``,
+  with a percentile bootstrap interval that resamples the rounds of each side;
+- rows without: the pooled samples' ``median(new) / median(old)``, bootstrap over samples (the Mann-Whitney U
+  p-value of the raw samples is shown, for information only);
+- fewer than ``MIN_UNITS`` (3) rounds or samples on a side: no interval; the ratio alone decides against the
+  factor, and the ``method`` column says so ("judged on the ratio: too few rounds").
+
+**Regression** (mark ``+``) when ``ratio > factor`` and the interval's low end is above 1 (with no interval:
+``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
+(``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores) is ``not judged
+(noisy)`` (mark ``~``) and does not fail, unless its interval lies wholly above the factor (a 3x slowdown is
+not noise). Rows measured with different ``threads`` or on different devices are never compared: they are
+``not comparable (threads 1 vs 2)`` (mark ``#``).
+
+**Exit code** (``Comparison.exit_code``): 0 no regression; 1 a regression, or a case that OLD had ``ok`` with a
+timing is, in NEW, gone (``g``), skipped (``s``), failed (``x``), ``ok`` without a timing (``?``) or not
+comparable (``#``): the *missing* cases, which ``allow_missing`` lists without failing; 2 when there is nothing
+to compare (no case in common, or OLD timed no case). Cases only in NEW (``n``) never fail.
+
+``provenance_differences`` lists what differs between the two sides' provenance (machine, CPU, versions,
+threads, device; not the commit or the time), which the command prints as a warning before the results.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .comparison import DEFAULT_ALPHA, FASTER, SAME, SLOWER, UNKNOWN, Pairing, judge, sample_of
+from .comparison import (
+    DEFAULT_ALPHA,
+    FASTER,
+    NOT_JUDGED_INCONSISTENT,
+    NOT_JUDGED_NOISY,
+    SAME,
+    SLOWER,
+    UNKNOWN,
+    Pairing,
+    finite,
+    judge,
+    mann_whitney,
+    no_test,
+    round_medians,
+    sample_of,
+)
+from .rounds import noise_flags
 
-# Marks, as asv compare prints them.
+# This machine class (shared 2-core CPU VMs): unchanged cases move 30-50% between runs in absolute time; the
+# per-round medians, the interval and the noise flags absorb most of it, and 1.3 is the smallest factor that
+# asv-style gates use on such machines.
+DEFAULT_FACTOR = 1.3
+EXIT_OK, EXIT_REGRESSION, EXIT_NOTHING = 0, 1, 2
+
+# Marks, as asv compare prints them (and gatebench's own).
 MARK_SLOWER, MARK_FASTER, MARK_SAME, MARK_FAILED, MARK_NEW, MARK_GONE, MARK_FIXED = (
     "+",
     "-",
@@ -32,6 +73,7 @@ MARK_SLOWER, MARK_FASTER, MARK_SAME, MARK_FAILED, MARK_NEW, MARK_GONE, MARK_FIXE
     "g",
     "!",
 )
+MARK_SKIPPED, MARK_UNTIMED, MARK_INCOMPARABLE, MARK_NOT_JUDGED = "s", "?", "#", "~"
 _LABELS = {
     MARK_SLOWER: "slower",
     MARK_FASTER: "faster",
@@ -40,32 +82,75 @@ _LABELS = {
     MARK_NEW: "new",
     MARK_GONE: "gone",
     MARK_FIXED: "fixed",
+    MARK_SKIPPED: "skipped",
+    MARK_UNTIMED: "ok without timing",
+    MARK_INCOMPARABLE: "not comparable",
+    MARK_NOT_JUDGED: NOT_JUDGED_NOISY,
 }
+_SYMBOL = {
+    SLOWER: MARK_SLOWER,
+    FASTER: MARK_FASTER,
+    SAME: MARK_SAME,
+    UNKNOWN: MARK_SAME,
+    NOT_JUDGED_NOISY: MARK_NOT_JUDGED,
+    NOT_JUDGED_INCONSISTENT: MARK_NOT_JUDGED,
+}
+# Provenance keys expected to differ between two runs.
+_PROVENANCE_IGNORED = frozenset({"commit", "time"})
+# Row columns that must agree for two rows to be compared, and are shown with the provenance.
+_MEASURED_WITH = ("threads", "device")
 
 
 @dataclass
 class Comparison:
-    """The per-case table and whether any case regressed."""
+    """The per-case table, its factor and level, and the provenance that differs between the sides."""
 
     table: pd.DataFrame
     factor: float
     alpha: float
+    provenance: list[dict] = field(default_factory=list)
 
     @property
     def regressions(self) -> pd.DataFrame:
-        return self.table[self.table["mark"].isin([MARK_SLOWER, MARK_FAILED])]
+        return self.table[self.table["mark"] == MARK_SLOWER]
 
     @property
     def improvements(self) -> pd.DataFrame:
         return self.table[self.table["mark"] == MARK_FASTER]
 
     @property
+    def missing(self) -> pd.DataFrame:
+        """Cases OLD timed that NEW did not (gone, skipped, failed, ok without timing, not comparable)."""
+        return self.table[self.table["missing"].astype(bool)]
+
+    @property
+    def nothing_to_compare(self) -> str | None:
+        """Why there is nothing to compare (``None`` when there is something)."""
+        common = ~self.table["mark"].isin([MARK_NEW, MARK_GONE])
+        if not common.any():
+            return "OLD and NEW have no case in common"
+        if not self.table["old_timed"].astype(bool).any():
+            return "OLD has no case ok with a timing"
+        return None
+
+    @property
     def failed(self) -> bool:
-        return not self.regressions.empty
+        """A regression or a missing case (the exit code without ``allow_missing``, nothing to compare aside)."""
+        return not self.regressions.empty or not self.missing.empty
+
+    def exit_code(self, *, allow_missing: bool = False) -> int:
+        """2 with nothing to compare; 1 with a regression, or a missing case unless ``allow_missing``; else 0."""
+        if self.nothing_to_compare is not None:
+            return EXIT_NOTHING
+        if not self.regressions.empty or (not allow_missing and not self.missing.empty):
+            return EXIT_REGRESSION
+        return EXIT_OK
 
 
-_COLUMNS = ("mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "case_id")
-_SYMBOL = {SLOWER: MARK_SLOWER, FASTER: MARK_FASTER, SAME: MARK_SAME, UNKNOWN: MARK_SAME}
+_COLUMNS = (
+    "mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "method",
+    "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed", "case_id",
+)
 
 
 def _sided(frame: pd.DataFrame, side: str) -> list[dict]:
@@ -75,30 +160,84 @@ def _sided(frame: pd.DataFrame, side: str) -> list[dict]:
     return [{**row, "side": side} for row in timing.to_dict("records")]
 
 
-def _status_mark(before: dict, after: dict) -> str | None:
-    """The mark decided by the statuses alone (``None`` when both are ``ok`` and the timings decide)."""
-    ok_before, ok_after = before["status"] == "ok", after["status"] == "ok"
-    if ok_before and not ok_after:
-        return MARK_FAILED if after["status"] == "failed" else MARK_SAME
-    if not ok_before and ok_after:
-        return MARK_FIXED if before["status"] == "failed" else MARK_SAME
-    return MARK_SAME if not ok_before else None
+def timed(row: Mapping[str, Any] | None) -> bool:
+    """``ok`` with a timing: a finite median or at least one finite sample."""
+    if row is None or row.get("status") != "ok":
+        return False
+    return finite(row.get("median_ms")) is not None or sample_of(row).values.size > 0
+
+
+def _known(value: Any) -> Any:
+    """``value`` unless it is missing (None, NaN, ``"-"``); whole floats as ints (pandas turns ints to floats)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "-":
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def incomparable(before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+    """``"threads 1 vs 2"`` (or ``"device cpu vs gpu"``) when both rows record the column and it differs."""
+    for col in _MEASURED_WITH:
+        old, new = _known(before.get(col)), _known(after.get(col))
+        if old is not None and new is not None and old != new:
+            return f"{col} {old} vs {new}"
+    return None
+
+
+def _status_mark(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, bool, str] | None:
+    """``(mark, missing, change)`` decided without the timings; ``None`` when the timings decide."""
+    if timed(before):
+        status = after.get("status")
+        if status == "skipped":
+            return MARK_SKIPPED, True, _LABELS[MARK_SKIPPED]
+        if status != "ok":
+            return MARK_FAILED, True, _LABELS[MARK_FAILED]
+        if not timed(after):
+            return MARK_UNTIMED, True, _LABELS[MARK_UNTIMED]
+        why = incomparable(before, after)
+        return None if why is None else (MARK_INCOMPARABLE, True, f"not comparable ({why})")
+    if before.get("status") == "failed" and timed(after):
+        return MARK_FIXED, False, _LABELS[MARK_FIXED]
+    return MARK_SAME, False, _LABELS[MARK_SAME]
+
+
+def _n_rounds(row: Mapping[str, Any] | None) -> float:
+    rounds = sample_of(row).rounds if row is not None else None
+    return float(np.unique(rounds).size) if rounds is not None else math.nan
+
+
+def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, **how) -> dict:
+    """The timing columns of a case both sides timed (see the module docstring)."""
+    case, base = sample_of(after), sample_of(before)
+    flags = sorted(set(noise_flags(before)) | set(noise_flags(after)))
+    got = judge(case, base, factor=factor, statistic=round_medians, test=no_test, flags=flags, overrule=factor,
+                **how)
+    with_rounds = case.rounds is not None and base.rounds is not None
+    p = mann_whitney(case, base) if not with_rounds else math.nan
+    tested = math.isfinite(got.ci_low) and math.isfinite(got.ci_high)
+    mark = _SYMBOL[got.mark]
+    return dict(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=p, tested=tested,
+                method=got.method, flags=", ".join(flags), mark=mark, change=got.mark if mark == MARK_NOT_JUDGED
+                else _LABELS[mark])
 
 
 def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:
     nan = np.nan
     rec: dict = {"case_id": cid, "before_ms": before.get("median_ms") if before else nan,
                  "after_ms": after.get("median_ms") if after else nan,
-                 "ratio": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "tested": False}
+                 "ratio": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "tested": False, "method": "",
+                 "before_n": sample_of(before).values.size if before else 0,
+                 "after_n": sample_of(after).values.size if after else 0,
+                 "before_rounds": _n_rounds(before), "after_rounds": _n_rounds(after),
+                 "flags": "", "missing": False, "old_timed": timed(before)}
     if before is None or after is None:
         rec["mark"] = MARK_NEW if before is None else MARK_GONE
+        rec["change"], rec["missing"] = _LABELS[rec["mark"]], rec["old_timed"]
     elif (status := _status_mark(before, after)) is not None:
-        rec["mark"] = status
+        rec["mark"], rec["missing"], rec["change"] = status
     else:
-        got = judge(sample_of(after), sample_of(before), **how)
-        rec.update(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=got.p_value,
-                   tested=got.tested, mark=_SYMBOL[got.mark])
-    rec["change"] = _LABELS[rec["mark"]]
+        rec.update(_judged(before, after, **how))
     return rec
 
 
@@ -106,25 +245,58 @@ def compare_frames(
     old: pd.DataFrame,
     new: pd.DataFrame,
     *,
-    factor: float = 1.1,
+    factor: float = DEFAULT_FACTOR,
     alpha: float = DEFAULT_ALPHA,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> Comparison:
-    """Compare the timing rows of ``new`` against ``old`` (see the module docstring)."""
+    """Compare the timing rows of ``new`` against ``old`` (see the module docstring); the intervals are at the
+    ``1 - alpha`` level."""
     if not (isinstance(factor, (int, float)) and np.isfinite(factor) and factor >= 1.0):
-        raise ValueError(f"factor: expected a number >= 1 (e.g. 1.1 for 10%); got {factor!r}")
+        raise ValueError(f"factor: expected a number >= 1 (e.g. 1.3 for 30%); got {factor!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a significance level in (0, 1); got {alpha!r}")
     pairing = Pairing(_sided(old, "old") + _sided(new, "new"), ("case_id", "side"), {"side": "old"}, impl_key=None)
     cases = dict.fromkeys(key[0] for key in pairing.rows if key[1] == "old")
     cases.update(dict.fromkeys(key[0] for key in pairing.rows if key[1] == "new"))
+    how = dict(alpha=alpha, factor=factor, level=1.0 - alpha, n_boot=n_boot, seed=seed)
     rows = []
     for cid in cases:
         after = pairing.get({"case_id": cid, "side": "new"})
         before = pairing.baseline_of({"case_id": cid, "side": "new"})
-        rows.append(_compare_case(cid, before, after, alpha=alpha, factor=factor, n_boot=n_boot, seed=seed))
-    return Comparison(table=pd.DataFrame(rows, columns=list(_COLUMNS)), factor=float(factor), alpha=float(alpha))
+        rows.append(_compare_case(cid, before, after, **how))
+    table = pd.DataFrame(rows, columns=list(_COLUMNS))
+    return Comparison(table, float(factor), float(alpha), provenance_differences(old, new))
+
+
+def _provenance_values(frame: pd.DataFrame) -> dict[str, set[str]]:
+    """``{key: {values}}`` over the timing rows' provenance records and their ``threads`` / ``device``."""
+    out: dict[str, set[str]] = {}
+    timing = frame[frame["kind"] == "timing"] if "kind" in frame.columns else frame
+    for row in timing.to_dict("records"):
+        prov = row.get("provenance")
+        items = list(prov.items()) if isinstance(prov, dict) else []
+        items += [(col, row.get(col)) for col in _MEASURED_WITH if col in row]
+        for key, value in items:
+            value = _known(value)
+            if key in _PROVENANCE_IGNORED or value is None:
+                continue
+            text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+            out.setdefault(key, set()).add(text)
+    return out
+
+
+def provenance_differences(old: pd.DataFrame, new: pd.DataFrame) -> list[dict]:
+    """``[{"key", "old", "new"}]`` for every provenance key (machine, CPU, versions, threads, device; not the
+    commit or the time) whose values differ between the sides; values joined with ``", "``, ``"-"`` when a side
+    does not record the key."""
+    left, right = _provenance_values(old), _provenance_values(new)
+    out = []
+    for key in sorted(left.keys() | right.keys()):
+        a, b = left.get(key, set()), right.get(key, set())
+        if a != b:
+            out.append({"key": key, "old": ", ".join(sorted(a)) or "-", "new": ", ".join(sorted(b)) or "-"})
+    return out
 
 
 def compare_paths(old: list[str], new: list[str], **kwargs) -> tuple[Comparison, list[str]]:
@@ -134,7 +306,7 @@ def compare_paths(old: list[str], new: list[str], **kwargs) -> tuple[Comparison,
     left, right = load_results(old), load_results(new)
     problems = [f"OLD {p}" for p in left.problems] + [f"NEW {p}" for p in right.problems]
     for side, loaded, paths in (("OLD", left, old), ("NEW", right, new)):
-        if (loaded.frame["kind"] == "timing").sum() == 0:
+        if loaded.frame.empty or (loaded.frame["kind"] == "timing").sum() == 0:
             raise ValueError(f"{side}: expected results files with timing rows; found none in {paths}")
     return compare_frames(left.frame, right.frame, **kwargs), problems
 
@@ -155,4 +327,13 @@ def format_ratio(row: pd.Series) -> str:
     text = f"{row['ratio']:.2f}"
     if np.isfinite(row["ci_low"]):
         text += f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    return text
+
+
+def format_units(row: pd.Series) -> str:
+    """``"n_old/n_new"`` samples, with ``" (r_old/r_new rounds)"`` when the rows have rounds."""
+    text = f"{row['before_n']}/{row['after_n']}"
+    rounds = (row["before_rounds"], row["after_rounds"])
+    if all(np.isfinite(r) for r in rounds):
+        text += f" ({rounds[0]:.0f}/{rounds[1]:.0f} rounds)"
     return text

@@ -18,16 +18,27 @@ samples' round indices when the row has them (``sample_rounds``), so a per-round
 of the same signature. **Test** (``Test``): a function of the two samples returning a two-sided p-value; the
 default is the Mann-Whitney U test of the raw samples.
 
+Two more statistics work on rounds (``reports.rounds``): ``per_round`` for two cases timed in the same
+interleaved rounds of one run (the median of the per-round ratios, an order-statistics interval across rounds),
+and ``round_medians`` for two runs, whose rounds do not pair (the ratio of the sides' medians of per-round
+medians, a bootstrap interval resampling rounds on each side). Each falls back to the pooled samples when a
+side has no round indices, and ``Estimate.method`` says which was used. ``no_test`` is the test of a statistic
+whose interval decides.
+
 **Mark** (``mark``), the one rule:
 
-- ``slower`` when ``ratio > factor`` and ``p < alpha``; ``faster`` when ``ratio < 1 / factor`` and ``p < alpha``;
-- ``not significant`` otherwise;
-- without a p-value (a side with fewer than two samples: nothing to test) the ratio alone decides, but only
-  beyond an explicit ``factor > 1`` (as ``asv compare`` does); with ``factor == 1`` such a pair is ``n/a``;
-- ``n/a`` without a ratio.
-
-A later mark (e.g. "not judged (noisy)" for a pair whose rounds disagree) belongs in ``mark``, fed by a field of
-the ``Estimate``.
+- with a p-value: ``slower`` when ``ratio > factor`` and ``p < alpha``; ``faster`` when ``ratio < 1 / factor``
+  and ``p < alpha``; ``not significant`` otherwise;
+- without a p-value but with an interval, the interval is the test (``reports.rounds.verdict``): ``slower`` when
+  ``ratio > factor`` and ``ci_low > 1``, ``faster`` when ``ratio < 1 / factor`` and ``ci_high < 1``;
+- with neither (too few samples or rounds: nothing to test) the ratio alone decides, but only beyond an explicit
+  ``factor > 1`` (as ``asv compare`` does); with ``factor == 1`` such a pair is ``n/a``;
+- ``n/a`` without a ratio;
+- a flagged pair (``flags``: a side is ``"noisy"`` or ``"inconsistent"``, ``reports.rounds``) that would be
+  ``slower`` or ``faster`` is ``not judged (inconsistent)`` / ``not judged (noisy)`` instead, unless it is
+  ``slower`` with ``ci_low > overrule`` (``compare`` passes its factor: an interval wholly above the factor is
+  a regression however noisy the run). Flags do not change ``not significant`` or ``n/a``, nor a pair with
+  neither p-value nor interval, where the ratio alone decides (too few samples to judge the noise by).
 """
 
 from __future__ import annotations
@@ -39,10 +50,19 @@ from typing import Any
 
 import numpy as np
 
+from . import rounds as _rounds
 from .stats import DEFAULT_BOOTSTRAP, bootstrap_ratio_ci, mann_whitney_p
 
 # Marks of a comparison: the same words in the report tables, ``compare`` and the targets.
 FASTER, SLOWER, SAME, UNKNOWN, BASELINE = "faster", "slower", "not significant", "n/a", "baseline"
+NOT_JUDGED_NOISY, NOT_JUDGED_INCONSISTENT = _rounds.NOT_JUDGED_NOISY, "not judged (inconsistent)"
+# How an estimate was made (``Estimate.method``).
+METHOD_POOLED = "bootstrap over samples"
+METHOD_ROUND_MEDIANS = "bootstrap over rounds"
+METHOD_FEW_ROUNDS = "judged on the ratio: too few rounds"
+METHOD_FEW_SAMPLES = "judged on the ratio: too few samples"
+# Rounds (or samples) a side needs for an interval between runs; with fewer the ratio alone decides.
+MIN_UNITS = 3
 DEFAULT_ALPHA = 0.05
 DEFAULT_LEVEL = 0.95
 EAGER = "eager"
@@ -67,11 +87,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a statistic returns: the ratio and its confidence interval (NaN when it cannot be computed)."""
+    """What a statistic returns: the ratio and its confidence interval (NaN when it cannot be computed), how it
+    was made (``method``) and the number of independent units behind it (``units``: rounds; 0 for samples)."""
 
     ratio: float
     ci_low: float = math.nan
     ci_high: float = math.nan
+    method: str = METHOD_POOLED
+    units: int = 0
 
 
 Statistic = Callable[..., Estimate]  # (case: Sample, base: Sample, *, level, n_boot, seed) -> Estimate
@@ -122,13 +145,73 @@ def mann_whitney(case: Sample, base: Sample) -> float:
     return mann_whitney_p(case.values, base.values)
 
 
+def no_test(case: Sample, base: Sample) -> float:
+    """No p-value: the statistic's interval decides (``mark``)."""
+    return math.nan
+
+
+def per_round(
+    case: Sample, base: Sample, *, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> Estimate:
+    """Two cases timed in the same rounds of one run: ``reports.rounds.per_round_ratio`` (median of the per-round
+    ratios, order-statistics interval across rounds) when both sides have round indices, else
+    ``ratio_of_medians``."""
+    if case.rounds is None or base.rounds is None or not case.values.size or not base.values.size:
+        return ratio_of_medians(case, base, level=level, n_boot=n_boot, seed=seed)
+    got = _rounds.per_round_ratio(case.values, case.rounds, base.values, base.rounds, confidence=level, seed=seed)
+    return Estimate(got.ratio, got.lo, got.hi, got.method, got.n_rounds)
+
+
+def round_medians_of(sample: Sample) -> np.ndarray:
+    """The median of each round of ``sample`` (in round order); its samples when it has no round indices."""
+    if sample.rounds is None:
+        return sample.values
+    keys = np.unique(sample.rounds)
+    return np.asarray([np.median(sample.values[sample.rounds == k]) for k in keys], dtype=float)
+
+
+def round_medians(
+    case: Sample, base: Sample, *, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> Estimate:
+    """Two runs (their rounds do not pair): ``median(case's per-round medians) / median(base's per-round
+    medians)`` with a percentile bootstrap interval that resamples each side's rounds (not samples). A side
+    without round indices makes it the pooled samples' ratio of medians with the bootstrap over samples. With
+    fewer than ``MIN_UNITS`` rounds (or samples) on a side there is no interval and ``method`` says the ratio
+    alone decides."""
+    with_rounds = case.rounds is not None and base.rounds is not None
+    if not with_rounds:
+        case, base = Sample(case.values, case.median), Sample(base.values, base.median)
+    num, den = round_medians_of(case), round_medians_of(base)
+    units = min(num.size, den.size)
+    if units < MIN_UNITS:
+        top, bottom = (np.median(num) if num.size else case.median), (np.median(den) if den.size else base.median)
+        ratio = float(top / bottom) if math.isfinite(bottom) and bottom != 0 else math.nan
+        method = METHOD_FEW_ROUNDS if with_rounds else METHOD_FEW_SAMPLES
+        return Estimate(ratio, math.nan, math.nan, method, units if with_rounds else 0)
+    low, high = bootstrap_ratio_ci(num, den, level=level, n_boot=n_boot, seed=seed)
+    method = METHOD_ROUND_MEDIANS if with_rounds else METHOD_POOLED
+    return Estimate(float(np.median(num) / np.median(den)), low, high, method, units if with_rounds else 0)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The mark.
 # ------------------------------------------------------------------------------------------------------------
-def mark(ratio: float, p_value: float, *, alpha: float = DEFAULT_ALPHA, factor: float = 1.0) -> str:
+def mark(
+    ratio: float,
+    p_value: float = math.nan,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    factor: float = 1.0,
+    ci_low: float = math.nan,
+    ci_high: float = math.nan,
+    flags: Collection[str] = (),
+    overrule: float = math.inf,
+) -> str:
     """The one mark rule (see the module docstring): ``slower`` / ``faster`` beyond ``factor`` with
-    ``p < alpha``; ``not significant`` otherwise; without a p-value the ratio decides beyond a ``factor > 1``
-    and the pair is ``n/a`` with ``factor == 1``; ``n/a`` without a ratio."""
+    ``p < alpha``, else with the interval clear of 1 when there is no p-value; ``not significant`` otherwise;
+    with neither the ratio decides beyond a ``factor > 1`` and the pair is ``n/a`` with ``factor == 1``; ``n/a``
+    without a ratio. A change of a flagged pair is ``not judged (...)`` unless ``slower`` with
+    ``ci_low > overrule``."""
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1.0):
         raise ValueError(f"factor: expected a ratio >= 1 (e.g. 1.1 for 10%); got {factor!r}")
     if not 0.0 < alpha < 1.0:
@@ -137,26 +220,31 @@ def mark(ratio: float, p_value: float, *, alpha: float = DEFAULT_ALPHA, factor: 
         return UNKNOWN
     if math.isfinite(p_value):
         significant = p_value < alpha
-    elif factor > 1.0:
-        significant = True  # nothing to test: the ratio beyond the factor decides
+        got = SLOWER if significant and ratio > factor else FASTER if significant and ratio < 1.0 / factor else SAME
+    elif math.isfinite(ci_low) and math.isfinite(ci_high):
+        interval = _rounds.RoundRatio(ratio, ci_low, ci_high, 0, "")
+        got = {_rounds.SLOWER: SLOWER, _rounds.FASTER: FASTER}.get(_rounds.verdict(interval, factor), SAME)
+    elif factor > 1.0:  # nothing to test (nor to judge noise by): the ratio beyond the factor decides
+        return SLOWER if ratio > factor else FASTER if ratio < 1.0 / factor else SAME
     else:
         return UNKNOWN
-    if significant and ratio > factor:
-        return SLOWER
-    if significant and ratio < 1.0 / factor:
-        return FASTER
-    return SAME
+    if not flags or got not in (SLOWER, FASTER) or (got == SLOWER and ci_low > overrule):
+        return got
+    return NOT_JUDGED_INCONSISTENT if _rounds.FLAG_INCONSISTENT in flags else NOT_JUDGED_NOISY
 
 
 @dataclass(frozen=True)
 class Judged:
-    """A compared pair: the estimate, the p-value (NaN when untested) and the mark."""
+    """A compared pair: the estimate, the p-value (NaN when untested), the mark, and the estimate's method and
+    units (rounds)."""
 
     ratio: float
     ci_low: float
     ci_high: float
     p_value: float
     mark: str
+    method: str = METHOD_POOLED
+    units: int = 0
 
     @property
     def tested(self) -> bool:
@@ -174,11 +262,15 @@ def judge(
     level: float = DEFAULT_LEVEL,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    flags: Collection[str] = (),
+    overrule: float = math.inf,
 ) -> Judged:
-    """Estimate, test and mark ``case`` against ``base``."""
+    """Estimate, test and mark ``case`` against ``base`` (``flags`` and ``overrule``: see ``mark``)."""
     est = statistic(case, base, level=level, n_boot=n_boot, seed=seed)
     p = test(case, base)
-    return Judged(est.ratio, est.ci_low, est.ci_high, p, mark(est.ratio, p, alpha=alpha, factor=factor))
+    got = mark(est.ratio, p, alpha=alpha, factor=factor, ci_low=est.ci_low, ci_high=est.ci_high, flags=flags,
+               overrule=overrule)
+    return Judged(est.ratio, est.ci_low, est.ci_high, p, got, est.method, est.units)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -253,6 +345,13 @@ __all__ = [
     "BASELINE",
     "DEFAULT_ALPHA",
     "FASTER",
+    "METHOD_FEW_ROUNDS",
+    "METHOD_FEW_SAMPLES",
+    "METHOD_POOLED",
+    "METHOD_ROUND_MEDIANS",
+    "MIN_UNITS",
+    "NOT_JUDGED_INCONSISTENT",
+    "NOT_JUDGED_NOISY",
     "SAME",
     "SLOWER",
     "UNKNOWN",
@@ -268,6 +367,10 @@ __all__ = [
     "judge",
     "mann_whitney",
     "mark",
+    "no_test",
+    "per_round",
     "ratio_of_medians",
+    "round_medians",
+    "round_medians_of",
     "sample_of",
 ]

@@ -37,22 +37,38 @@ def report(
     typer.echo(str(paths.index_html))
 
 
+_COMPARE_HELP = "\n\n".join([
+    "Per-case table of NEW against OLD, for CI.",
+    "Per case: ratio = median of NEW's per-round medians / median of OLD's (rows without rounds: of the pooled "
+    "samples), with a bootstrap interval resampling each side's rounds. Slower when ratio > FACTOR and the "
+    "interval's low end > 1; with fewer than 3 rounds (or samples) a side, the ratio alone decides. A case with a "
+    "noisy side is 'not judged (noisy)' and does not fail unless its interval lies wholly above FACTOR.",
+    "Exit 0: no regression.",
+    "Exit 1: a regression, or a case OLD had ok with a timing is, in NEW, gone, skipped, failed, ok without "
+    "timing or not comparable (other threads or device); with --allow-missing these are listed and exit 0.",
+    "Exit 2: unusable input, or nothing to compare (no case in common, or OLD timed no case).",
+    "Provenance that differs between the sides (machine, CPU, versions, threads, device) is printed first, as a "
+    "warning.",
+])
+
+
 def compare(
     old: Annotated[Path, typer.Argument(help="Results of the old run: a file or a directory.")],
     new: Annotated[Path, typer.Argument(help="Results of the new run: a file or a directory.")],
     factor: Annotated[
-        float, typer.Option(help="Flag a case only when new/old is beyond this factor (and significant).")
-    ] = 1.1,
-    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.05,
+        float, typer.Option(help="Flag a case only when new/old is beyond this factor (and its interval clears 1).")
+    ] = 1.3,
+    alpha: Annotated[float, typer.Option(help="1 - the confidence of the intervals (0.05: 95%).")] = 0.05,
     only_changed: Annotated[
         bool, typer.Option("--only-changed", help="List only the cases whose mark is not ' '.")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="List cases NEW no longer times, but exit 0 for them.")
+    ] = False,
 ) -> None:
-    """Per-case table of NEW against OLD; exits 1 when any case is significantly slower beyond FACTOR."""
     from rich.console import Console
-    from rich.table import Table
 
-    from reports.compare import compare_paths, format_ms, format_ratio
+    from reports.compare import compare_paths
 
     console = Console(width=200)
     err = Console(stderr=True, width=200)
@@ -63,38 +79,64 @@ def compare(
         raise typer.Exit(2) from exc
     for problem in problems:
         err.print(f"[yellow]skipped[/yellow] {problem}")
-    table = Table(title=f"gatebench compare (factor {factor:g}, alpha {alpha:g})", show_lines=False)
-    for col, justify in (
-        ("", "center"),
-        ("before", "right"),
-        ("after", "right"),
-        ("ratio [95% CI]", "right"),
-        ("p", "right"),
-        ("case", "left"),
-    ):
+    if result.provenance:
+        console.print(_provenance_table(result.provenance))
+    console.print(_results_table(result, only_changed))
+    code = result.exit_code(allow_missing=allow_missing)
+    console.print(_verdict_line(result, code, allow_missing))
+    if code:
+        raise typer.Exit(code)
+
+
+compare.__doc__ = _COMPARE_HELP
+
+
+def _provenance_table(differences: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="[yellow]warning: the runs differ in provenance[/yellow]", title_justify="left")
+    for col in ("", "OLD", "NEW"):
+        table.add_column(col, justify="left")
+    for diff in differences:
+        table.add_row(diff["key"], diff["old"], diff["new"], style="yellow")
+    return table
+
+
+def _results_table(result, only_changed: bool):
+    from rich.table import Table
+
+    from reports.compare import format_ms, format_ratio, format_units
+
+    factor, level = result.factor, 1.0 - result.alpha
+    table = Table(title=f"gatebench compare (factor {factor:g}, {level:.0%} intervals)", show_lines=False)
+    for col, justify in (("", "center"), ("before", "right"), ("after", "right"), (f"ratio [{level:.0%} CI]", "right"),
+                         ("n (rounds)", "right"), ("p", "right"), ("verdict", "left"), ("method", "left"),
+                         ("case", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    style = {"+": "red", "x": "red", "-": "green"}
+    style = {"+": "red", "x": "red", "g": "red", "s": "red", "?": "red", "#": "red", "-": "green", "~": "yellow"}
     shown = result.table if not only_changed else result.table[result.table["mark"] != " "]
     for _, row in shown.iterrows():
         p = f"{row['p_value']:.2g}" if row["p_value"] == row["p_value"] else "-"
-        table.add_row(
-            row["mark"],
-            format_ms(row["before_ms"]),
-            format_ms(row["after_ms"]),
-            format_ratio(row),
-            p,
-            str(row["case_id"]),
-            style=style.get(row["mark"]),
-        )
-    console.print(table)
-    n_slow, n_fast = len(result.regressions), len(result.improvements)
-    if result.failed:
-        console.print(
-            f"[red]{n_slow} case(s) significantly slower beyond {factor:g}x (or failed)[/red]; "
-            f"{n_fast} faster."
-        )
-        raise typer.Exit(1)
-    console.print(f"No case significantly slower beyond {factor:g}x; {n_fast} faster.")
+        change = row["change"] + (f" [{row['flags']}]" if row["flags"] else "")
+        table.add_row(row["mark"], format_ms(row["before_ms"]), format_ms(row["after_ms"]), format_ratio(row),
+                      format_units(row), p, change, row["method"], str(row["case_id"]), style=style.get(row["mark"]))
+    return table
+
+
+def _verdict_line(result, code: int, allow_missing: bool) -> str:
+    factor = result.factor
+    n_slow, n_fast, n_missing = len(result.regressions), len(result.improvements), len(result.missing)
+    if code == 2:
+        return f"[red]error: nothing to compare: {result.nothing_to_compare}[/red]"
+    missing = ""
+    if n_missing:
+        names = ", ".join(str(c) for c in result.missing["case_id"])
+        allowed = " (allowed by --allow-missing)" if allow_missing else ""
+        missing = f"; {n_missing} case(s) OLD timed are missing in NEW{allowed}: {names}"
+    if n_slow:
+        return f"[red]{n_slow} case(s) significantly slower beyond {factor:g}x[/red]; {n_fast} faster{missing}."
+    head = f"No case significantly slower beyond {factor:g}x; {n_fast} faster"
+    return (f"[red]{head}{missing}[/red]." if code else f"{head}{missing}.")
 
 
 def register(app: typer.Typer) -> None:
