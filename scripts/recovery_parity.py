@@ -1,40 +1,35 @@
 """First-step parity of the PyTorch and TensorFlow recovery loops on one problem: identical data and initial
 parameters, and the largest absolute difference of every first-step gradient, per gate; written as JSON.
 
-    python scripts/recovery_parity.py --out docs/results/recovery_parity.json [--seeds 0 1 2]
+    python -m scripts.recovery_parity --out docs/results/recovery_parity.json [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from harness.recovery.data import generate  # noqa: E402
-from harness.recovery.problem import RecoveryProblem  # noqa: E402
-from harness.recovery.steps import initial_params  # noqa: E402
-from harness.results import provenance  # noqa: E402
+from harness.recovery.data import generate
+from harness.recovery.problem import RecoveryProblem
+from harness.recovery.steps import initial_params
+from scripts._common import parser as make_parser
+from scripts._common import quiet_frameworks, write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
+    parser = make_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--problem", default="{}", help="JSON object: changes to the default problem")
     args = parser.parse_args()
+    quiet_frameworks()
     import tensorflow as tf
     import torch
 
     from harness.recovery import train_tf, train_torch
 
     problem = RecoveryProblem(**json.loads(args.problem)).replace(steps=1, eval_every=1)
-    out = {"problem": problem.to_dict(), "seeds": args.seeds, "gates": {},
-           "provenance": provenance({"torch": torch.__version__, "tensorflow": tf.__version__})}
+    out = {"problem": problem.to_dict(), "seeds": args.seeds, "gates": {}}
     for gate in ("softmax", "topk", "dselect_k", "hard_concrete"):
         worst, worst_rel, largest = 0.0, 0.0, 0.0
         for seed in args.seeds:
@@ -49,8 +44,7 @@ def main() -> None:
         out["gates"][gate] = {"max_abs_diff": worst, "max_rel_diff": worst_rel, "max_abs_grad": largest,
                               "params": sorted(init)}
         print(f"{gate}: max |grad_torch - grad_tf| = {worst:.3g} (largest |grad| {largest:.3g})", flush=True)
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=1)
+    write_json(args.out, out, extra_provenance={"torch": torch.__version__, "tensorflow": tf.__version__})
 
 
 if __name__ == "__main__":
