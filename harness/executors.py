@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from harness.env import quiet_frameworks
 from harness.results import make_row
-from harness.tasks import Task, execute_task
+from harness.tasks import Task, TaskGroup, execute_item
 
 __all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER"]
 
@@ -31,15 +31,18 @@ ROW_MARKER = "GATEBENCH_ROW "
 
 
 class Executor(Protocol):
-    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]: ...
+    """``map(items)``: run each ``Task`` or ``TaskGroup`` (several timing tasks timed in interleaved rounds) and
+    yield ``(task, row)`` for every task, as rows come."""
+
+    def map(self, tasks: Iterable[Task | TaskGroup]) -> Iterator[tuple[Task, dict[str, Any]]]: ...
 
 
 class InProcessExecutor:
     """Run tasks one after the other in this process."""
 
-    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
-        for task in tasks:
-            yield task, execute_task(task)
+    def map(self, tasks: Iterable[Task | TaskGroup]) -> Iterator[tuple[Task, dict[str, Any]]]:
+        for item in tasks:
+            yield from execute_item(item)
 
 
 class SubprocessExecutor:
@@ -51,25 +54,32 @@ class SubprocessExecutor:
         self.timeout_s = timeout_s
         self.env = quiet_frameworks({**os.environ, **(env or {})})
 
-    def run_one(self, task: Task) -> dict[str, Any]:
-        payload = json.dumps(task.to_json())
+    def run_one(self, item: Task | TaskGroup) -> list[tuple[Task, dict[str, Any]]]:
+        """Run a task or a group in one ``python -m harness`` process: a row per task, ``failed`` for a task
+        whose row did not come back (crash, kill, out of memory, time limit: ``timeout_s`` per task)."""
+        tasks = list(item.tasks) if isinstance(item, TaskGroup) else [item]
+        timeout = None if self.timeout_s is None else self.timeout_s * len(tasks)
         try:
-            proc = subprocess.run([self.python, "-m", "harness"], input=payload, capture_output=True,
-                                  text=True, timeout=self.timeout_s, env=self.env, check=False)
+            proc = subprocess.run([self.python, "-m", "harness"], input=json.dumps(item.to_json()),
+                                  capture_output=True, text=True, timeout=timeout, env=self.env, check=False)
         except subprocess.TimeoutExpired:
-            return self._failed(task, f"subprocess: case ran past its {self.timeout_s} s limit and was killed")
-        for line in reversed(proc.stdout.splitlines()):
+            return [(task, self._failed(task, f"subprocess: ran past its {timeout} s limit and was killed"))
+                    for task in tasks]
+        rows = {}
+        for line in proc.stdout.splitlines():
             if line.startswith(ROW_MARKER):
-                return json.loads(line[len(ROW_MARKER):])
+                row = json.loads(line[len(ROW_MARKER):])
+                rows[row.get("case_id")] = row
         tail = (proc.stderr or "").strip().splitlines()[-5:]
-        return self._failed(task, f"subprocess: exited with code {proc.returncode} without a row"
-                                  + (f": {' | '.join(tail)}" if tail else ""))
+        lost = (f"subprocess: exited with code {proc.returncode} without a row"
+                + (f": {' | '.join(tail)}" if tail else ""))
+        return [(task, rows.get(task.case_id) or self._failed(task, lost)) for task in tasks]
 
     @staticmethod
     def _failed(task: Task, error: str) -> dict[str, Any]:
         """A failed row of the task's kind (a timing row has every statistic column, all None)."""
         return make_row(task.kind, task.suite, task.params, "failed", error=error)
 
-    def map(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
-        for task in tasks:
-            yield task, self.run_one(task)
+    def map(self, tasks: Iterable[Task | TaskGroup]) -> Iterator[tuple[Task, dict[str, Any]]]:
+        for item in tasks:
+            yield from self.run_one(item)

@@ -30,6 +30,7 @@ __all__ = [
     "ThreadsPinnedError",
     "load_average",
     "machine_state",
+    "oversubscribed",
     "pinned_threads",
     "set_threads",
     "thread_env",
@@ -200,3 +201,15 @@ def pinned_threads(framework: str, n: int) -> Iterator[dict[str, Any]]:
         yield threads_in_use(framework)
     finally:
         _restore(before)
+
+
+def oversubscribed(rows: Any) -> dict[str, Any] | None:
+    """``{"cases", "load", "cores"}`` for the timing rows whose load average (before or after) exceeded their
+    usable cores, or None when there are none."""
+    busy, worst, cores = 0, 0.0, 0
+    for row in rows:
+        loads = [row.get(key) for key in ("load_before", "load_after") if row.get(key) is not None]
+        usable = row.get("usable_cores")
+        if loads and usable and max(loads) > usable:
+            busy, worst, cores = busy + 1, max(worst, max(loads)), usable
+    return {"cases": busy, "load": worst, "cores": cores} if busy else None

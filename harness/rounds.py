@@ -38,7 +38,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_REPS_PER_ROUND", "AdaptiveStop", "round_budget", "round_timer", "schedule"]
+__all__ = [
+    "MIN_REPS_PER_ROUND", "AdaptiveStop", "adaptive_stop", "median_ci_coverage", "median_ci_ranks",
+    "round_budget", "round_ratio_cis", "round_ratios", "round_timer", "schedule",
+]
 
 MIN_REPS_PER_ROUND = 3
 
@@ -162,3 +165,76 @@ class AdaptiveStop:
         else:
             self.stop_reason = None
         return self.stop_reason is not None
+
+
+def adaptive_stop(settings: Any) -> AdaptiveStop:
+    """The ``AdaptiveStop`` of a suite's settings (``stop = "adaptive"``): at least ``rounds`` rounds, at most
+    ``max_rounds`` or ``max_seconds``, until every ratio's CI is within ``ci_width``."""
+    return AdaptiveStop(rel_width=settings.ci_width, max_s=settings.max_seconds, min_rounds=settings.rounds,
+                        max_rounds=settings.max_rounds)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per-round ratios and the order-statistics interval of their median (``reports.rounds`` builds on these).
+# --------------------------------------------------------------------------------------------------------------
+def median_ci_coverage(n: int, j: int) -> float:
+    """Coverage of ``[x_(j), x_(n+1-j)]`` (1-based order statistics of ``n`` values) for their median:
+    ``1 - 2 P(B <= j - 1)`` with ``B ~ Binomial(n, 1/2)``."""
+    if not 1 <= j <= (n + 1) // 2:
+        raise ValueError(f"j: expected a rank in [1, {(n + 1) // 2}] for n={n}; got {j!r}")
+    tail = sum(math.comb(n, i) for i in range(j)) / 2.0**n
+    return 1.0 - 2.0 * tail
+
+
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
+    """1-based ranks ``(j, n + 1 - j)`` of the narrowest order-statistics interval of a median with at least
+    ``confidence`` coverage, or None when even ``[min, max]`` covers less (``n < 6`` at 95%)."""
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise ValueError(f"confidence: expected a number in (0, 1); got {confidence!r}")
+    if n < 1 or median_ci_coverage(n, 1) < confidence:
+        return None
+    j = 1
+    while j + 1 <= (n + 1) // 2 and median_ci_coverage(n, j + 1) >= confidence:
+        j += 1
+    return j, n + 1 - j
+
+
+def _medians_by_round(name: str, samples: Any, rounds: Any) -> dict[int, float]:
+    a = np.asarray(samples, dtype=float)
+    r = np.asarray(rounds)
+    if a.ndim != 1 or r.shape != a.shape or (r.size and not np.issubdtype(r.dtype, np.integer)):
+        raise ValueError(f"{name}_rounds: expected one int round index per sample ({a.size}); got {rounds!r}")
+    return {int(k): float(np.median(a[r == k])) for k in np.unique(r)}
+
+
+def round_ratios(cand_samples: Any, cand_rounds: Any, base_samples: Any, base_rounds: Any) -> dict[int, float]:
+    """``{round: median(candidate in round) / median(baseline in round)}`` for every round present in both."""
+    cand = _medians_by_round("cand", cand_samples, cand_rounds)
+    base = _medians_by_round("base", base_samples, base_rounds)
+    return {k: cand[k] / base[k] for k in sorted(cand.keys() & base.keys())}
+
+
+def _interval(ratios: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(median, lo, hi)`` of per-round ratios: the order-statistics interval, or the range with too few."""
+    values = np.sort(np.asarray(ratios, dtype=float))
+    ranks = median_ci_ranks(int(values.size), confidence)
+    lo, hi = (values[0], values[-1]) if ranks is None else (values[ranks[0] - 1], values[ranks[1] - 1])
+    return float(np.median(values)), float(lo), float(hi)
+
+
+def round_ratio_cis(timed: Sequence[tuple[Mapping[str, Any], Sequence[float], Sequence[int]]]
+                    ) -> list[tuple[float, float, float]]:
+    """``(ratio, lo, hi)`` of every case of a group against the group's Top-k (``impl = "eager"`` first), from
+    ``(case columns, samples, sample rounds)``; no Top-k or no round in common: no interval."""
+    tops = [t for t in timed if t[0].get("gate") == "topk"]
+    if not tops:
+        return []
+    base = next((t for t in tops if t[0].get("impl") == "eager"), tops[0])
+    out = []
+    for cols, samples, rounds in timed:
+        if cols is base[0] or not samples:
+            continue
+        ratios = list(round_ratios(samples, rounds, base[1], base[2]).values())
+        if ratios:
+            out.append(_interval(ratios))
+    return out

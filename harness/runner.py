@@ -19,7 +19,7 @@ from typing import Any
 from harness.executors import Executor, InProcessExecutor
 from harness.results import ResultsWriter, completed_case_ids
 from harness.suite import Suite, filter_params, load_suite
-from harness.tasks import Task, execute_task
+from harness.tasks import Task, execute_task, group_tasks
 
 __all__ = ["RunSummary", "plan", "run_suite", "results_path", "Task", "execute_task"]
 
@@ -84,7 +84,7 @@ def run_suite(
     if on_plan is not None:
         on_plan(todo, summary.resumed)
     writer = ResultsWriter(path)
-    for _, row in (executor or InProcessExecutor()).map(todo):
+    for _, row in (executor or InProcessExecutor()).map(group_tasks(todo)):
         writer.write(row)
         summary.rows.append(row)
         if on_row is not None:

@@ -90,7 +90,8 @@ TIMING = RowKind(
           *_columns("Int64", "", "batch input_dim experts k"), Column("dtype", "string")),
     optional_keys=(Column("hparams", "string", doc="the gate's options as a JSON object, when it has any"),),
     labels=(Column("gate_impl", "string", doc="which code computed the gate (adapter label)"),
-            Column("compiler", "string", doc="the compiler of a compiled impl (adapter label)"),
+            Column("compiler", "string", doc="none, xla (TF's jit-compiled paths) or inductor (adapter label)"),
+            Column("stop", "string", doc="fixed (the suite's rounds) or adaptive (rounds until the CI is narrow)"),
             Column("traceback", "string", doc="the end of the traceback of a failed case")),
     statistics=(
         *_columns("float64", "ms", "median_ms iqr_ms p20_ms p80_ms mean_ms min_ms max_ms"),
@@ -104,6 +105,13 @@ TIMING = RowKind(
         Column("ambiguous_rows", "Int64", doc="Top-k rows left out of the check as ties at the dtype"),
         Column("warmup_reps", "Int64", doc="untimed warm-up calls"),
         Column("estimate_ms", "float64", "ms", "the timer's first estimate of one call"),
+        Column("sample_rounds", "object", doc="the round of each entry of samples_ms (interleaved rounds)"),
+        Column("rounds", "Int64", doc="rounds the case was timed in, interleaved with the cases of its group"),
+        Column("round_seed", "Int64", doc="seed of the rounds' shuffled order"),
+        Column("threads", "Int64", doc="intra-op threads of the framework during the timing (TF: 0 = its default)"),
+        Column("load_before", "float64", doc="1-minute load average before the case's group was timed"),
+        Column("load_after", "float64", doc="1-minute load average after it"),
+        Column("usable_cores", "Int64", doc="cores this process may run on (sched_getaffinity)"),
     ),
     complete=True,
 )

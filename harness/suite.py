@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 KINDS: tuple[str, ...] = ("timing", "recovery")
+STOP_RULES: tuple[str, ...] = ("fixed", "adaptive")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -79,6 +80,13 @@ class TimingSettings(Mapping[str, Any]):
     check: bool = True  # accuracy check before timing
     memory: bool = True  # measure peak memory of one call
     max_reference_bytes: int = 4 * 1024**3  # skip dselect_k 'reference' cases that would need more
+    threads: int = 1  # intra-op threads per framework (TF: intra and inter op), pinned before timing
+    rounds: int = 8  # interleaved rounds: the cases compared with each other are timed in turn, rounds times
+    round_seed: int = 0  # seed of each round's shuffled order
+    stop: str = "fixed"  # "fixed": `rounds` rounds; "adaptive": until every ratio's CI is within `ci_width`
+    ci_width: float = 0.05  # adaptive: relative width (hi - lo) / ratio of the 95% CI of each ratio to Top-k
+    max_rounds: int = 40  # adaptive: at most this many rounds
+    max_seconds: float = 120.0  # adaptive: at most this long per group of cases
 
     def __post_init__(self) -> None:
         for name in ("warmup_ms", "rep_ms"):
@@ -88,7 +96,8 @@ class TimingSettings(Mapping[str, Any]):
                 raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
             object.__setattr__(self, name, float(value))
         for name, low in (("min_reps", 1), ("max_reps", max(1, _int_or(self.min_reps, 1))),
-                          ("max_reference_bytes", 0)):
+                          ("max_reference_bytes", 0), ("threads", 1), ("rounds", 1), ("round_seed", 0),
+                          ("max_rounds", max(1, _int_or(self.rounds, 1)))):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
@@ -97,6 +106,14 @@ class TimingSettings(Mapping[str, Any]):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: expected true or false; got {value!r}")
+        for name in ("ci_width", "max_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{name}: expected a finite number > 0; got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"stop: expected one of {', '.join(STOP_RULES)}; got {self.stop!r}")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str | None = None) -> TimingSettings:
@@ -152,6 +169,17 @@ class Suite:
     path: Path | None = None
     description: str = ""
     cases: tuple[Any, ...] = field(default=(), repr=False)
+
+    def with_settings(self, **overrides: Any) -> Suite:
+        """The suite with some timing settings replaced (None values are ignored), checked like the file's."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if not given:
+            return self
+        if self.settings is None:
+            raise ValueError(f"{', '.join(given)}: only a timing suite has timing settings; {self.name!r} is a "
+                             f"{self.kind} suite")
+        merged = TimingSettings.from_json({**self.settings.to_json(), **given}, "the command line")
+        return dataclasses.replace(self, settings=merged)
 
     def case_params(self) -> list[dict[str, Any]]:
         """Each case's identifying columns, in suite order."""

@@ -20,19 +20,23 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from harness import cases
+from harness import cases, machine
 from harness.adapters import Unavailable, Workload, get_adapter
 from harness.recovery import suite as recovery_suite
 from harness.results import case_id, make_row
+from harness.rounds import adaptive_stop, round_ratio_cis, round_timer, schedule
 from harness.suite import TimingSettings
 from harness.timer import Timing, time_fn
 
-__all__ = ["Task", "execute_task", "execute_timing", "execute_recovery"]
+__all__ = ["Task", "TaskGroup", "GROUP_KEYS", "group_tasks", "execute_item", "execute_task", "execute_group",
+           "execute_timing", "execute_recovery"]
 
 # Accuracy columns of ``Workload.check()`` recorded in a timing row.
 _ACCURACY_COLUMNS: tuple[str, ...] = ("max_abs_err", "max_grad_err", "fd_grad_err", "ambiguous_rows")
@@ -66,6 +70,55 @@ class Task:
                    params=dict(data["params"]))
 
 
+# Cases that differ only in these columns are compared with each other (gate against gate, impl against impl):
+# they are timed together, in interleaved rounds (``execute_group``).
+GROUP_KEYS: tuple[str, ...] = ("framework", "device", "mode", "gating", "batch", "input_dim", "experts", "k",
+                               "dtype")
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """Timing tasks run together in one worker, their rounds interleaved (``execute_group``): JSON-able."""
+
+    tasks: tuple[Task, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": [task.to_json() for task in self.tasks]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskGroup:
+        return cls(tuple(Task.from_json(item) for item in data["group"]))
+
+
+def group_tasks(tasks: Sequence[Task]) -> list[Task | TaskGroup]:
+    """Timing tasks with more than one round, grouped by ``GROUP_KEYS`` (in order of first appearance); the
+    others stay single tasks. Recovery tasks are never grouped."""
+    groups: dict[tuple, list[Task]] = {}
+    out: list[Task | TaskGroup | tuple] = []
+    for task in tasks:
+        if task.kind != "timing" or task.settings is None or (task.settings.rounds == 1
+                                                                and task.settings.stop == "fixed"):
+            out.append(task)
+            continue
+        key = (task.suite, *(task.params.get(name) for name in GROUP_KEYS))
+        if key not in groups:
+            groups[key] = []
+            out.append(key)
+        groups[key].append(task)
+    return [TaskGroup(tuple(groups[item])) if isinstance(item, tuple) else item for item in out]
+
+
+def execute_item(item: Task | TaskGroup | Mapping[str, Any]) -> list[tuple[Task, dict[str, Any]]]:
+    """Run a task or a group (or the JSON form of either) in this process: ``[(task, row)]``."""
+    if isinstance(item, Mapping):
+        item = TaskGroup.from_json(item) if "group" in item else Task.from_json(item)
+    if isinstance(item, TaskGroup):
+        rows = execute_group(item.tasks)
+        _free_device_memory()
+        return list(zip(item.tasks, rows, strict=True))
+    return [(item, execute_task(item))]
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
@@ -92,17 +145,34 @@ def _timer_columns(timing: Timing) -> dict[str, Any]:
     return {**timing.stats(), "warmup_reps": getattr(timing, "warmup_reps", None), "estimate_ms": estimate}
 
 
-def _time_workload(workload: Workload, settings: TimingSettings) -> Timing:
-    return time_fn(
-        workload.fn, sync=workload.sync, warmup_ms=settings.warmup_ms, rep_ms=settings.rep_ms,
-        min_reps=settings.min_reps, max_reps=settings.max_reps, setup=workload.setup, flush=workload.flush,
-        event_factory=workload.event_factory, compile_ms=workload.compile_ms,
-    )
+@dataclass
+class _Prepared:
+    """A timing case built and checked, waiting for its rounds: its row's values so far and its samples."""
+
+    task: Task
+    workload: Workload
+    provenance: dict[str, Any]
+    values: dict[str, Any]
+    samples: list[float] = field(default_factory=list)
+    sample_rounds: list[int] = field(default_factory=list)
+    first: Timing | None = None
 
 
-def execute_timing(task: Task) -> dict[str, Any]:
-    """Check, time and measure one timing case; always returns a row (ok, failed or skipped)."""
-    settings = task.settings if task.settings is not None else TimingSettings()
+def _failed_row(task: Task, exc: BaseException, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    return _timing_row(task, "failed", _error_text(exc), provenance, traceback=traceback.format_exc(limit=8)[-4000:])
+
+
+def _pin_threads(framework: str, threads: int) -> None:
+    """Pin the framework's threads for timing. TensorFlow initialised earlier in this process with other values
+    keeps them: a warning says so, and the row's ``threads`` records what the case really ran with."""
+    try:
+        machine.set_threads(framework, threads)
+    except machine.ThreadsPinnedError as exc:
+        warnings.warn(str(exc), RuntimeWarning, stacklevel=3)
+
+
+def _prepare(task: Task, settings: TimingSettings) -> _Prepared | dict[str, Any]:
+    """Build and check one case: a ``_Prepared`` ready to be timed, or its final row (skipped or failed)."""
     provenance: dict[str, Any] = {}
     try:
         case = cases.Case.from_params(task.params)
@@ -112,6 +182,7 @@ def execute_timing(task: Task) -> dict[str, Any]:
         too_big = _reference_over_budget(case, settings)
         if too_big:
             return _timing_row(task, "skipped", too_big, provenance)
+        _pin_threads(case.framework, settings.threads)
         workload = adapter.build_workload(case, settings)
         provenance = {**provenance, **workload.provenance}
         values: dict[str, Any] = dict(getattr(workload, "labels", None) or {})
@@ -120,14 +191,89 @@ def execute_timing(task: Task) -> dict[str, Any]:
             values.update({key: accuracy.get(key) for key in _ACCURACY_COLUMNS})
             if not accuracy["ok"]:
                 return _timing_row(task, "failed", accuracy["error"], provenance, **values)
-        values.update(_timer_columns(_time_workload(workload, settings)))
-        values["peak_mem_bytes"] = workload.memory() if settings.memory else None
-        return _timing_row(task, "ok", None, provenance, **values)
+        return _Prepared(task, workload, provenance, values)
     except Unavailable as exc:
         return _timing_row(task, "skipped", str(exc), provenance)
     except Exception as exc:  # noqa: BLE001 - any failure of a case is recorded in its row, and the suite goes on
-        return _timing_row(task, "failed", _error_text(exc), provenance,
-                           traceback=traceback.format_exc(limit=8)[-4000:])
+        return _failed_row(task, exc, provenance)
+
+
+def _time_round(item: _Prepared, settings: TimingSettings, rounds: int, index: int) -> None:
+    """Time one case for its share of the budget in round ``index`` (of ``rounds``); samples keep the round."""
+    budget = round_timer(settings, rounds, index)
+    workload = item.workload
+    timing = time_fn(workload.fn, sync=workload.sync, setup=workload.setup, flush=workload.flush,
+                     event_factory=workload.event_factory,
+                     compile_ms=workload.compile_ms if item.first is None else None, **budget)
+    item.first = item.first or timing
+    item.samples.extend(timing.samples_ms)
+    item.sample_rounds.extend([index] * len(timing.samples_ms))
+
+
+def _finish(item: _Prepared, settings: TimingSettings, shared: Mapping[str, Any]) -> dict[str, Any]:
+    """The ok row of a timed case: statistics of every sample, the first round's warm-up, memory, machine state."""
+    first = item.first
+    assert first is not None
+    timing = Timing(tuple(item.samples), warmup_reps=first.warmup_reps, compile_ms=first.compile_ms,
+                    estimate_ms=first.estimate_ms)
+    case = cases.Case.from_params(item.task.params)
+    values = {**item.values, **_timer_columns(timing), **shared, "sample_rounds": item.sample_rounds,
+              "threads": machine.threads_in_use(case.framework)["intra_op"]}
+    values["peak_mem_bytes"] = item.workload.memory() if settings.memory else None
+    return _timing_row(item.task, "ok", None, item.provenance, **values)
+
+
+def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[str, dict[str, Any]]) -> int:
+    """Time ``items`` in interleaved rounds (``harness.rounds``); a case that fails leaves the later rounds with
+    its row in ``failed``. Returns the number of rounds run."""
+    by_id = {item.task.case_id: item for item in items}
+    stop = adaptive_stop(settings) if settings.stop == "adaptive" else None
+    rounds = settings.max_rounds if stop else settings.rounds
+    start = time.perf_counter()
+    for index, order in enumerate(schedule(list(by_id), rounds, settings.round_seed)):
+        for cid in order:
+            if cid in failed:
+                continue
+            try:
+                _time_round(by_id[cid], settings, rounds, index)
+            except Exception as exc:  # noqa: BLE001
+                failed[cid] = _failed_row(by_id[cid].task, exc, by_id[cid].provenance)
+        live = [item for item in items if item.task.case_id not in failed]
+        if stop and stop.done(round_ratio_cis(live), time.perf_counter() - start):
+            return index + 1
+    return rounds
+
+
+def execute_group(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """Check, then time the timing cases ``tasks`` (one device, framework, shape, mode) in interleaved rounds, so
+    that a slow minute of a shared machine hits all of them alike; always one row per task, in their order."""
+    settings = tasks[0].settings if tasks[0].settings is not None else TimingSettings()
+    rows: dict[str, dict[str, Any]] = {}
+    items: list[_Prepared] = []
+    for task in tasks:
+        prepared = _prepare(task, settings)
+        if isinstance(prepared, _Prepared):
+            items.append(prepared)
+        else:
+            rows[task.case_id] = prepared
+    if items:
+        state = machine.machine_state()
+        ran = _run_rounds(items, settings, rows)
+        shared = {"rounds": ran, "round_seed": settings.round_seed, "stop": settings.stop,
+                  "load_before": state["load_1m"], "load_after": machine.load_average(),
+                  "usable_cores": state["usable_cores"]}
+        for item in items:
+            if item.task.case_id not in rows:
+                try:
+                    rows[item.task.case_id] = _finish(item, settings, shared)
+                except Exception as exc:  # noqa: BLE001
+                    rows[item.task.case_id] = _failed_row(item.task, exc, item.provenance)
+    return [rows[task.case_id] for task in tasks]
+
+
+def execute_timing(task: Task) -> dict[str, Any]:
+    """Check, time and measure one timing case alone (its rounds interleave with nothing); always one row."""
+    return execute_group([task])[0]
 
 
 def execute_recovery(task: Task) -> dict[str, Any]:

@@ -7,6 +7,10 @@ import os
 from harness.env import quiet_frameworks
 
 quiet_frameworks()  # before anything imports TensorFlow
+# One TF intra/inter-op thread, as timing cases pin (the suites' default `threads = 1`): TensorFlow reads these when
+# it initialises, so a case run in this process after another test has initialised TF still gets what it asks for.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -36,18 +36,27 @@ def run(
     gating: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gating"))] = None,
     dtype: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("dtype"))] = None,
     experts: Annotated[list[int] | None, typer.Option(help=_FILTER_HELP.format("number of experts"))] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="Intra-op threads per framework while timing (default: the suite's `threads`, 1).")] = None,
+    rounds: Annotated[int | None, typer.Option(
+        help="Interleaved rounds: cases compared with each other are timed in turn this many times "
+             "(default: the suite's `rounds`, 8).")] = None,
+    stop: Annotated[str | None, typer.Option(
+        help="fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
+             "ci_width).")] = None,
 ) -> None:
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes."""
     quiet_frameworks()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.executors import InProcessExecutor, SubprocessExecutor
+    from harness.machine import oversubscribed
     from harness.runner import run_suite
     from harness.suite import load_suite
 
     console = _console()
     try:
-        loaded = load_suite(suite)
+        loaded = load_suite(suite).with_settings(threads=threads, rounds=rounds, stop=stop)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SUITE") from exc
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
@@ -75,6 +84,11 @@ def run(
     console.print(_summary_table(summary.rows, loaded.kind))
     console.print(f"{summary.path}: {len(summary.rows)} run ({summary.count('ok')} ok, {summary.count('failed')} "
                   f"failed, {summary.count('skipped')} skipped), {summary.resumed} already done")
+    busy = oversubscribed(summary.rows)
+    if busy:
+        console.print(f"[yellow]warning:[/yellow] the machine was oversubscribed while {busy['cases']} case(s) ran "
+                      f"(load average up to {busy['load']:.1f} on {busy['cores']} usable core(s)): their timings "
+                      "are noisy; the report and compare do not judge them")
     if summary.count("failed"):
         raise typer.Exit(code=1)
 

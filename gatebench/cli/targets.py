@@ -11,7 +11,7 @@ import typer
 
 def targets(
     results: Annotated[
-        list[Path], typer.Argument(help="kernels-suite results (.jsonl) and, for timer targets, a timing-fidelity JSON.")
+        list[Path], typer.Argument(help="kernels-suite results (.jsonl); for timer targets, a timing-fidelity JSON.")
     ],
     out: Annotated[Path, typer.Option("--out", help="JSON file to write: every target met / missed / not measured.")],
     targets_file: Annotated[
