@@ -211,8 +211,11 @@ def html_text(data: ReportData) -> str:
     base = html.escape(data.baseline)
     parts.append(
         f"<h2>Timing: ratio to the baseline ({base} in the same framework)</h2>"
-        "<p>ratio = median(case) / median(baseline); 95% bootstrap interval of the ratio of medians; mark: "
-        "two-sided Mann-Whitney U on the raw samples, p &lt; 0.05.</p>"
+        "<p>Cases timed in the same interleaved rounds (method: order statistics of per-round ratios): ratio = "
+        "median of the per-round ratios, 95% interval across rounds, marked when the interval excludes 1. Rows "
+        "without rounds (method: bootstrap over samples): ratio = median(case) / median(baseline), 95% bootstrap "
+        "interval, mark by the two-sided Mann-Whitney U test on the raw samples, p &lt; 0.05. IQR is a "
+        "percentage of the median; a comparison with a noisy or inconsistent side (flags) is not judged.</p>"
     )
     if not data.timing_sections:
         parts.append("<p><em>no timing rows</em></p>")

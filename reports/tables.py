@@ -2,9 +2,15 @@
 
 Timing table: one row per case (gate x framework x implementation) within a *shape* (device, gating, batch,
 input_dim, experts, k, dtype) and *mode*, compared with the baseline gate (default Top-k) in the same framework,
-shape and mode by ``reports.comparison`` (its pairing, ratio of medians with a bootstrap interval, Mann-Whitney
-U test and mark, with ``factor = 1``: ``faster`` / ``slower`` when ``p < alpha``, ``not significant``
-otherwise, ``n/a`` without samples or without a baseline).
+shape and mode by ``reports.comparison`` (its pairing and mark, with ``factor = 1``). Cases that a table sets
+against each other are timed in interleaved rounds of one run, so when both rows have ``sample_rounds`` the
+ratio is ``reports.comparison.per_round`` (median of the per-round ratios, an order-statistics interval across
+rounds, and the interval decides: ``slower`` when it lies above 1); otherwise the ratio of medians with a
+bootstrap interval over samples and the Mann-Whitney U test (``faster`` / ``slower`` when ``p < alpha``). The
+``method`` column says which; ``n/a`` without samples or without a baseline. Rows are flagged ``noisy``
+(``reports.rounds.noise_flags``) and ``inconsistent`` (``reports.rounds.inconsistent_pairs``: the forward alone
+slower than forward and backward); a comparison with a flagged side shows ``not judged (noisy)`` / ``not judged
+(inconsistent)`` instead of ``faster`` / ``slower``.
 
 Recovery table: per gate x framework (x the other identifying columns), each metric's mean +- standard error
 over seeds, and a two-sided Wilcoxon signed-rank test of the paired differences over the seeds shared with the
@@ -21,8 +27,20 @@ import pandas as pd
 
 from harness.recovery.report import summarise_groups  # NumPy / SciPy only: loads no framework
 
-from .comparison import BASELINE, DEFAULT_ALPHA, SAME, UNKNOWN, Pairing, judge, sample_of
+from .comparison import (
+    BASELINE,
+    DEFAULT_ALPHA,
+    SAME,
+    UNKNOWN,
+    Pairing,
+    judge,
+    mann_whitney,
+    no_test,
+    per_round,
+    sample_of,
+)
 from .load import NON_KEY_COLUMNS, RECOVERY_METRICS
+from .rounds import FLAG_INCONSISTENT, inconsistent_pairs, noise_flags
 
 # A timing shape: what must be equal for two cases to be compared.
 SHAPE_KEYS: tuple[str, ...] = ("device", "gating", "batch", "input_dim", "experts", "k", "dtype")
@@ -58,12 +76,15 @@ _TIMING_COLUMNS: tuple[str, ...] = (
     "median_ms",
     "iqr_ms",
     "n_samples",
+    "rounds",
     "baseline",
     "ratio",
     "ci_low",
     "ci_high",
     "p_value",
+    "method",
     "mark",
+    "flags",
     "peak_mem_bytes",
     "mem_ratio",
 )
@@ -80,8 +101,10 @@ def timing_table(
 ) -> pd.DataFrame:
     """The timing comparison (see the module docstring): one row per ok timing case.
 
-    Columns: the shape keys, ``mode``, the case keys, ``median_ms``, ``iqr_ms``, ``n_samples``, ``baseline``,
-    ``ratio``, ``ci_low``, ``ci_high``, ``p_value``, ``mark``, ``peak_mem_bytes``, ``mem_ratio``.
+    Columns: the shape keys, ``mode``, the case keys, ``median_ms``, ``iqr_ms``, ``n_samples``, ``rounds`` (the
+    row's rounds, NaN without ``sample_rounds``), ``baseline``, ``ratio``, ``ci_low``, ``ci_high``, ``p_value``
+    (NaN for per-round ratios: the interval decides), ``method``, ``mark``, ``flags`` (the row's and its
+    baseline's, ``"noisy, inconsistent"``), ``peak_mem_bytes``, ``mem_ratio``.
     A case whose baseline is missing in its framework, shape and mode has NaN ratio and mark ``n/a``.
     """
     base_gate, base_impl = parse_baseline(baseline)
@@ -92,28 +115,46 @@ def timing_table(
     ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
     rows = [row for _, row in ok.iterrows()]
     pairing = Pairing(rows, (*SHAPE_KEYS, "mode", *CASE_KEYS), {"gate": base_gate}, pinned_impl=base_impl)
+    inconsistent = inconsistent_pairs(rows)
     out_rows = []
     for row in rows:
-        rec = {key: row[key] for key in columns if key in row.index and key != "baseline"}
-        rec.update(_timing_versus(row, pairing, baseline, alpha=alpha, level=level, n_boot=n_boot, seed=seed))
+        rec = {key: row[key] for key in columns if key in row.index and key not in ("baseline", "rounds", "flags")}
+        rec["rounds"] = _n_rounds(row)
+        rec.update(_timing_versus(row, pairing, baseline, inconsistent, alpha=alpha, level=level, n_boot=n_boot,
+                                  seed=seed))
         out_rows.append(rec)
     return _ordered(pd.DataFrame(out_rows, columns=columns), base_gate)
 
 
-def _timing_versus(row: pd.Series, pairing: Pairing, baseline: str, **how) -> dict:
-    """The comparison columns of one timing row against its baseline row (``reports.comparison``)."""
+def _n_rounds(row: pd.Series) -> float:
+    rounds = sample_of(row).rounds
+    return float(np.unique(rounds).size) if rounds is not None else float("nan")
+
+
+def _flags(row: pd.Series, inconsistent: set[str]) -> list[str]:
+    """The row's flags: ``noisy`` (``noise_flags``) and ``inconsistent`` (in ``inconsistent``)."""
+    return noise_flags(row) + ([FLAG_INCONSISTENT] if str(row.get("case_id")) in inconsistent else [])
+
+
+def _timing_versus(row: pd.Series, pairing: Pairing, baseline: str, inconsistent: set[str], **how) -> dict:
+    """The comparison columns of one timing row against its baseline row (``reports.comparison``): per-round
+    ratios when both rows have round indices, else the ratio of medians and the Mann-Whitney test."""
     base = pairing.baseline_of(row)
     nan = float("nan")
+    own = _flags(row, inconsistent)
     if base is None:
-        return dict(baseline=f"{baseline} (missing)", ratio=nan, ci_low=nan, ci_high=nan, p_value=nan,
-                    mark=UNKNOWN, mem_ratio=nan)
+        return dict(baseline=f"{baseline} (missing)", ratio=nan, ci_low=nan, ci_high=nan, p_value=nan, method="",
+                    mark=UNKNOWN, flags=", ".join(own), mem_ratio=nan)
     mem_ratio = _safe_div(row.get("peak_mem_bytes"), base.get("peak_mem_bytes"))
     if base is row:  # the baseline itself: ratio 1 by definition, nothing to test
-        return dict(baseline=_label(base), ratio=1.0, ci_low=nan, ci_high=nan, p_value=nan, mark=BASELINE,
-                    mem_ratio=mem_ratio)
-    got = judge(sample_of(row), sample_of(base), **how)
+        return dict(baseline=_label(base), ratio=1.0, ci_low=nan, ci_high=nan, p_value=nan, method="",
+                    mark=BASELINE, flags=", ".join(own), mem_ratio=mem_ratio)
+    case, ref = sample_of(row), sample_of(base)
+    flags = list(dict.fromkeys(own + _flags(base, inconsistent)))
+    rounds = case.rounds is not None and ref.rounds is not None
+    got = judge(case, ref, statistic=per_round, test=no_test if rounds else mann_whitney, flags=flags, **how)
     return dict(baseline=_label(base), ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high,
-                p_value=got.p_value, mark=got.mark, mem_ratio=mem_ratio)
+                p_value=got.p_value, method=got.method, mark=got.mark, flags=", ".join(flags), mem_ratio=mem_ratio)
 
 
 def _ordered(table: pd.DataFrame, base_gate: str) -> pd.DataFrame:
@@ -279,15 +320,24 @@ def format_timing(table: pd.DataFrame) -> pd.DataFrame:
     ]
     out["p"] = out["p_value"].map(lambda v: f"{v:.2g}" if pd.notna(v) else "")
     out["peak MiB"] = out["peak_mem_bytes"].map(lambda v: f"{v / 2**20:.3g}" if pd.notna(v) else "")
+    out["IQR"] = [f"{i / m:.0%}" if pd.notna(i) and pd.notna(m) and m > 0 else ""
+                  for i, m in zip(table["iqr_ms"], table["median_ms"], strict=True)]
+    out["n"] = out["n_samples"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "")
+    out["rounds"] = out["rounds"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "")
     keep = [
         *SHAPE_KEYS,
         "mode",
         *CASE_KEYS,
         "median_ms",
+        "IQR",
+        "n",
+        "rounds",
         "baseline",
         "ratio (95% CI)",
+        "method",
         "p",
         "mark",
+        "flags",
         "peak MiB",
     ]
     return out[keep]
