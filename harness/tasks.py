@@ -239,7 +239,8 @@ def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[s
             except Exception as exc:  # noqa: BLE001
                 failed[cid] = _failed_row(by_id[cid].task, exc, by_id[cid].provenance)
         live = [item for item in items if item.task.case_id not in failed]
-        if stop and stop.done(round_ratio_cis(live), time.perf_counter() - start):
+        timed = [(item.task.params, item.samples, item.sample_rounds) for item in live]
+        if stop and stop.done(round_ratio_cis(timed), time.perf_counter() - start):
             return index + 1
     return rounds
 
