@@ -159,3 +159,57 @@ def test_verdict_flags_and_missing_intervals():
     assert verdict(RoundRatio(2.0, math.nan, math.nan, 0, METHOD_POOLED), 1.3) == "not judged (no interval)"
     with pytest.raises(ValueError, match="factor: expected a ratio >= 1"):
         verdict(slower, 0.5)
+
+
+# ---- the report's timing table on rows with rounds (reports.tables, reports.comparison.per_round)
+def _timing_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"kind": "timing", "gating": "static", "batch": None, "input_dim": None, "n_samples": None,
+                          "iqr_ms": None, "peak_mem_bytes": None, **row} for row in rows])
+
+
+def _timed(gate, mode, per_round, **kw):
+    samples, rounds = _rounds(per_round)
+    return _row(mode, float(np.median(samples)), gate=gate, samples_ms=samples, sample_rounds=rounds, **kw)
+
+
+def test_timing_table_uses_per_round_ratios_and_flags():
+    from reports.tables import format_timing, timing_table
+
+    base = [[1.0, 1.0], [2.0, 2.0], [1.0, 1.0], [3.0, 3.0], [1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [1.0, 1.0]]
+    rows = [_timed("topk", "fwd", base), _timed("softmax", "fwd", [[1.5 * v for v in r] for r in base]),
+            _timed("topk", "fwdbwd", [[3 * v for v in r] for r in base]),
+            _timed("softmax", "fwdbwd", [[4.5 * v for v in r] for r in base])]
+    table = timing_table(_timing_frame(rows)).set_index(["gate", "mode"])
+    fwd = table.loc[("softmax", "fwd")]
+    # the slow rounds (2x, 3x) hit both cases alike: every per-round ratio is 1.5, so is the interval
+    assert fwd["ratio"] == pytest.approx(1.5) and (fwd["ci_low"], fwd["ci_high"]) == (pytest.approx(1.5),) * 2
+    assert fwd["method"] == METHOD_ROUNDS and fwd["rounds"] == 8 and math.isnan(fwd["p_value"])
+    assert fwd["mark"] == "slower" and fwd["flags"] == ""
+    shown = format_timing(table.reset_index())
+    assert {"method", "IQR", "n", "rounds", "flags"} <= set(shown.columns)
+    # Top-k's forward alone slower than its forward + backward: both rows inconsistent, the comparisons not judged
+    rows[2] = _timed("topk", "fwdbwd", [[0.5 * v for v in r] for r in base])
+    table = timing_table(_timing_frame(rows)).set_index(["gate", "mode"])
+    assert table.loc[("softmax", "fwd"), "mark"] == "not judged (inconsistent)"
+    assert table.loc[("topk", "fwd"), "flags"] == "inconsistent" and table.loc[("topk", "fwd"), "mark"] == "baseline"
+    # a noisy side (load over the usable cores): not judged (noisy)
+    rows = [_timed("topk", "fwd", base), _timed("softmax", "fwd", [[1.5 * v for v in r] for r in base],
+                                                 load_before=4.0, usable_cores=2)]
+    table = timing_table(_timing_frame(rows)).set_index(["gate", "mode"])
+    assert table.loc[("softmax", "fwd"), "mark"] == "not judged (noisy)"
+    assert table.loc[("softmax", "fwd"), "flags"] == "noisy"
+
+
+def test_timing_table_without_rounds_keeps_the_pooled_statistic():
+    from reports.comparison import METHOD_POOLED
+    from reports.tables import timing_table
+
+    rng = np.random.default_rng(2)
+    a = list(rng.lognormal(0, 0.01, 20))
+    rows = [_row("fwd", float(np.median(a)), samples_ms=a),
+            _row("fwd", 2 * float(np.median(a)), gate="softmax", samples_ms=[2 * v for v in a])]
+    row = timing_table(_timing_frame(rows)).set_index("gate").loc["softmax"]
+    assert row["method"] == METHOD_POOLED and row["p_value"] < 1e-6 and row["mark"] == "slower"
+    assert math.isnan(row["rounds"])

@@ -80,6 +80,7 @@ def compare(
     for problem in problems:
         err.print(f"[yellow]skipped[/yellow] {problem}")
     if result.provenance:
+        console.print("[yellow]warning: the runs differ in provenance (commit and time aside):[/yellow]")
         console.print(_provenance_table(result.provenance))
     console.print(_results_table(result, only_changed))
     code = result.exit_code(allow_missing=allow_missing)
@@ -94,7 +95,7 @@ compare.__doc__ = _COMPARE_HELP
 def _provenance_table(differences: list[dict]):
     from rich.table import Table
 
-    table = Table(title="[yellow]warning: the runs differ in provenance[/yellow]", title_justify="left")
+    table = Table()
     for col in ("", "OLD", "NEW"):
         table.add_column(col, justify="left")
     for diff in differences:
