@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from typing import Any
 from harness.machine import machine_state, usable_cores
 from harness.results import provenance, read_rows
 from reports.comparison import Pairing
+from reports.rounds import per_round_ratio
 from scripts._common import parser as make_parser
 from scripts._common import quiet_frameworks
 
@@ -60,6 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="pass --threads N to gatebench run (only when given)")
     parser.add_argument("--burn-seconds", type=float, default=900.0,
                         help="longest time a CPU burner runs (default: %(default)s)")
+    parser.add_argument("--checkout", type=Path, default=None,
+                        help="run the gatebench of another source tree (e.g. a git worktree of an older commit: "
+                             "`git worktree add /tmp/old COMMIT`), with this venv's packages")
     parser.add_argument("--run-timeout", type=float, default=1800.0,
                         help="longest time one gatebench command may take, seconds (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -70,20 +73,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cli_command() -> list[str]:
-    """``python -m gatebench`` where that package has a ``__main__``, else the ``gatebench`` script of the venv."""
-    try:
-        if importlib.util.find_spec("gatebench.__main__") is not None:
-            return [sys.executable, "-m", "gatebench"]
-    except (ImportError, ValueError):
-        pass
-    script = Path(sys.executable).with_name("gatebench")
-    return [str(script if script.exists() else ROOT / ".venv/bin/gatebench")]
+def cli_command(tree: Path = ROOT) -> list[str]:
+    """The command line of the source tree ``tree``: ``python -m gatebench`` where it has that package, else
+    ``python -m harness.cli`` (the command line's home before it moved)."""
+    module = "gatebench" if (tree / "gatebench" / "__main__.py").is_file() else "harness.cli"
+    return [sys.executable, "-m", module]
+
+
+_TREE = ROOT  # the source tree the gatebench commands run from (--checkout)
 
 
 def _env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": str(_TREE) + (os.pathsep + path if path else "")}
 
 
 def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeout: float) -> dict[str, Any]:
@@ -93,7 +95,7 @@ def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeou
         command += ["--threads", str(threads)]
     before, start = machine_state(), time.monotonic()
     try:
-        rc = subprocess.run(command, cwd=ROOT, env=_env(), timeout=timeout, check=False,
+        rc = subprocess.run(command, cwd=_TREE, env=_env(), timeout=timeout, check=False,
                             stdout=subprocess.DEVNULL).returncode
     except subprocess.TimeoutExpired:
         rc = None
@@ -104,7 +106,7 @@ def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeou
 def compare_rc(cli: list[str], old: Path, new: Path, timeout: float) -> int | None:
     """Exit code of ``gatebench compare OLD NEW`` (0: nothing slower; None: it timed out)."""
     try:
-        return subprocess.run([*cli, "compare", str(old), str(new)], cwd=ROOT, env=_env(), timeout=timeout,
+        return subprocess.run([*cli, "compare", str(old), str(new)], cwd=_TREE, env=_env(), timeout=timeout,
                               check=False, stdout=subprocess.DEVNULL).returncode
     except subprocess.TimeoutExpired:
         return None
@@ -138,8 +140,17 @@ def _label(key: tuple[Any, ...], gate: str, impl: str) -> str:
             f"{fields['gating']} {shape} {fields['dtype']}")
 
 
+def _ratio(row: dict[str, Any], base: dict[str, Any]) -> float:
+    """The report's ratio of a row to its baseline: the median of the per-round ratios when both rows were timed
+    in rounds (``reports.rounds.per_round_ratio``), else the ratio of the medians."""
+    if row.get("sample_rounds") and base.get("sample_rounds"):
+        return per_round_ratio(row["samples_ms"], row["sample_rounds"], base["samples_ms"],
+                               base["sample_rounds"]).ratio
+    return row["median_ms"] / base["median_ms"]
+
+
 def ratios(path: Path) -> dict[str, float]:
-    """``{label: median_ms(gate) / median_ms(Top-k)}`` of one results file, fwd and fwdbwd rows with status ok,
+    """``{label: ratio of gate to Top-k}`` (``_ratio``) of one results file, fwd and fwdbwd rows with status ok,
     each row paired with its Top-k row by ``reports.comparison.Pairing`` (the report's and compare's pairing)."""
     rows = [r for r in read_rows(path).rows if r.get("kind") == "timing" and r.get("status") == "ok"
             and r.get("mode") in MODES and isinstance(r.get("median_ms"), (int, float)) and r["median_ms"] > 0]
@@ -149,7 +160,7 @@ def ratios(path: Path) -> dict[str, float]:
         base = pairing.baseline_of(row)
         if row.get("gate") != BASELINE and base is not None:
             key = tuple(row.get(k) for k in MATCH_KEYS)
-            out[_label(key, row["gate"], row.get("impl"))] = row["median_ms"] / base["median_ms"]
+            out[_label(key, row["gate"], row.get("impl"))] = _ratio(row, base)
     return out
 
 
@@ -207,10 +218,20 @@ def measure(args: argparse.Namespace, cli: list[str]) -> dict[str, dict[str, Any
     return runs
 
 
+def _commit(tree: Path) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _TREE
     args = parse_args(argv)
     quiet_frameworks()  # inherited by the gatebench runs
-    cli = cli_command()
+    _TREE = (args.checkout or ROOT).resolve()
+    cli = cli_command(_TREE)
     started = {"provenance": provenance(), "state": machine_state()}
     runs = measure(args, cli)
     compare = {
@@ -219,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     table = drift_table({label: ratios(Path(run["path"])) for label, run in runs.items()})
     result = {
-        "suite": args.suite, "threads": args.threads, "burn_seconds": args.burn_seconds,
+        "suite": args.suite, "threads": args.threads, "source_tree_commit": _commit(_TREE),
+        "burn_seconds": args.burn_seconds,
         "burners": usable_cores(), "cli": cli, "summary": summary(table), "compare_exit_codes": compare,
         "runs": runs, "ratios": table, "provenance": {**started, "finished": machine_state()},
     }
