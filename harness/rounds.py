@@ -201,8 +201,10 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
 
 def _medians_by_round(name: str, samples: Any, rounds: Any) -> dict[int, float]:
     a = np.asarray(samples, dtype=float)
+    if a.ndim != 1 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"{name}_samples: expected a 1-D sequence of finite times > 0 (ms); got {samples!r}")
     r = np.asarray(rounds)
-    if a.ndim != 1 or r.shape != a.shape or (r.size and not np.issubdtype(r.dtype, np.integer)):
+    if r.shape != a.shape or (r.size and not np.issubdtype(r.dtype, np.integer)):
         raise ValueError(f"{name}_rounds: expected one int round index per sample ({a.size}); got {rounds!r}")
     return {int(k): float(np.median(a[r == k])) for k in np.unique(r)}
 

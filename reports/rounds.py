@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.rounds import median_ci_coverage, median_ci_ranks, round_ratios
+
 from .stats import DEFAULT_BOOTSTRAP, bootstrap_ratio_ci
 
 __all__ = [
@@ -79,47 +81,8 @@ def _times(name: str, values: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Interval of a median from order statistics.
-# --------------------------------------------------------------------------------------------------------------
-def median_ci_coverage(n: int, j: int) -> float:
-    """Coverage of ``[x_(j), x_(n+1-j)]`` (1-based order statistics of ``n`` values) for their median:
-    ``1 - 2 P(B <= j - 1)`` with ``B ~ Binomial(n, 1/2)``."""
-    if not 1 <= j <= (n + 1) // 2:
-        raise ValueError(f"j: expected a rank in [1, {(n + 1) // 2}] for n={n}; got {j!r}")
-    tail = sum(math.comb(n, i) for i in range(j)) / 2.0**n
-    return 1.0 - 2.0 * tail
-
-
-def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
-    """1-based ranks ``(j, n + 1 - j)`` of the narrowest order-statistics interval of a median with at least
-    ``confidence`` coverage, or None when even ``[min, max]`` covers less (``n < 6`` at 95%)."""
-    confidence = _check_confidence(confidence)
-    if n < 1 or median_ci_coverage(n, 1) < confidence:
-        return None
-    j = 1
-    while j + 1 <= (n + 1) // 2 and median_ci_coverage(n, j + 1) >= confidence:
-        j += 1
-    return j, n + 1 - j
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Ratios.
 # --------------------------------------------------------------------------------------------------------------
-def _medians_by_round(name: str, samples: Any, rounds: Any) -> dict[int, float]:
-    a = _times(f"{name}_samples", samples)
-    r = np.asarray(rounds)
-    if r.shape != a.shape or (r.size and not np.issubdtype(r.dtype, np.integer)):
-        raise ValueError(f"{name}_rounds: expected one int round index per sample ({a.size}); got {rounds!r}")
-    return {int(k): float(np.median(a[r == k])) for k in np.unique(r)}
-
-
-def round_ratios(cand_samples: Any, cand_rounds: Any, base_samples: Any, base_rounds: Any) -> dict[int, float]:
-    """``{round: median(candidate in round) / median(baseline in round)}`` for every round present in both."""
-    cand = _medians_by_round("cand", cand_samples, cand_rounds)
-    base = _medians_by_round("base", base_samples, base_rounds)
-    return {k: cand[k] / base[k] for k in sorted(cand.keys() & base.keys())}
-
-
 def per_round_ratio(
     cand_samples: Sequence[float],
     cand_rounds: Sequence[int] | None,
