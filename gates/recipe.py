@@ -4,7 +4,8 @@
 tensor, the names of ``GateConfig.param_shapes``) and its routing input into ``(weights, regulariser)``. ``F`` is
 ``gates.torch`` or ``gates.tf``: the recipe calls only the functional core whose names both share
 (``softmax_weights``, ``topk_weights``, ``dselect_k_weights``, ``dselect_k_selectors``, ``hard_concrete_gates``,
-``hard_concrete_weights``, ``hard_concrete_l0``, ``load_balance_cv2``) and the few tensor operations in ``F.OPS``
+``hard_concrete_weights``, ``hard_concrete_l0``, ``load_balance_cv2``, ``sigmoid_topk_weights``, ``sparsemax_weights``,
+``entmax15_weights``, ``relu_weights``, ``router_z_loss``, ``switch_balance_loss``) and the few tensor operations in ``F.OPS``
 (an ``Ops``). The gate modules of both frameworks and both recovery training loops call it; ``gates.reference``
 keeps its own, independent float64 forward as the oracle they are tested against.
 
@@ -28,13 +29,15 @@ class Ops(NamedTuple):
     """The tensor operations the recipe needs besides the functional core; each framework module has one, ``OPS``.
 
     ``read(param)``: a parameter as a tensor. ``heads(x, [(kernel, bias or None), ...])``: ``[x @ kernel + bias]``,
-    one matmul of the kernels side by side when there are several. ``reshape(t, shape)``, ``softplus(t)``.
+    one matmul of the kernels side by side when there are several. ``reshape(t, shape)``, ``softplus(t)``,
+    ``sigmoid(t)``, ``row_sum(t)``: the sum over the last axis, kept.
     ``zero(like)``: a scalar 0 of ``like``'s dtype and device. ``normal(like)``: standard normal noise of
     ``like``'s shape; ``uniform(like)``: hard concrete's ``U(eps, 1 - eps)``. ``mean(t)``, ``sum(t)``: over all
     axes. ``entropy(r)``, ``unreachable(r)``: DSelect-k's two regularisers of built selectors ``r (..., k, n)``.
     """
 
     read: Callable[[Any], Any]
+    sigmoid: Callable[[Any], Any]
     heads: Callable[[Any, Sequence[tuple[Any, Any]]], list[Any]]
     reshape: Callable[[Any, Sequence[int]], Any]
     softplus: Callable[[Any], Any]
@@ -43,6 +46,7 @@ class Ops(NamedTuple):
     uniform: Callable[[Any], Any]
     mean: Callable[[Any], Any]
     sum: Callable[[Any], Any]
+    row_sum: Callable[[Any], Any]
     entropy: Callable[[Any], Any]
     unreachable: Callable[[Any], Any]
 
@@ -84,6 +88,7 @@ def gate_forward(
     stacked: bool = False,
     calls: Any = None,
     fuse_heads: bool = True,
+    state: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """``(weights, regulariser)`` of the gate ``config`` with ``params`` on ``x`` (``None`` for a static gate).
 
@@ -94,16 +99,23 @@ def gate_forward(
     ``check_noise`` checks a given ``u`` lies in (0, 1) (a read of its values). ``calls``: the 1-based count of
     training calls, read by a DSelect-k ``entropy_schedule``. ``fuse_heads=False`` computes several heads with one
     matmul each (the same numbers up to rounding; the recovery loops keep the arithmetic their recorded results were
-    computed with). Shapes are the caller's to check (``GateConfig.check_call``).
+    computed with). ``state``: the gate's non-trainable tensors by name (``GateConfig.state_shapes``: sigmoid_topk's
+    ``expert_bias``, ReMoE's ``l1_coef``; stacked: with the task axis), required for those gates. Shapes are the
+    caller's to check (``GateConfig.check_call``).
     """
     if stacked and x is not None:
         raise ValueError(f"stacked: expected a static gate (x=None) for stacked parameters; got x of shape {x.shape}")
+    wanted = sorted(config.state_shapes())
+    if sorted(state or {}) != wanted:
+        raise ValueError(f"state: expected the keys {wanted} for gate {config.name!r}; got {sorted(state or {})}")
     call = _Call(F, config, params, x, bool(training), noise, stacked, fuse_heads)
     if config.name == "dselect_k":
         return _dselect_k(call, impl, calls)
     if config.name == "hard_concrete":
         return _hard_concrete(call, check_noise)
-    return _softmax_or_topk(call)
+    if config.name in ("softmax", "topk"):
+        return _softmax_or_topk(call)
+    return _new_logit_gate(call, {key: F.OPS.read(v) for key, v in (state or {}).items()})
 
 
 def entropy_weight(hparams: Mapping[str, Any], calls: Any) -> Any:
@@ -169,16 +181,72 @@ def _softmax_or_topk(call: _Call) -> tuple[Any, Any]:
         logits = call.heads([(p["kernel"], p["bias"])])[0]  # (b, n)
     if cfg.name == "softmax":
         q = F.softmax_weights(logits)
-        return q, ops.zero(q)
+        return q, _router_regularization(call, logits, q, ops.zero(q))
+    clean = logits
     if noisy:
         eps = call.noise if call.noise is not None else ops.normal(logits)
         logits = logits + eps * ops.softplus(noise_l)
     q = F.topk_weights(logits, cfg.k)
     reg = ops.zero(q)
     if call.training and h["load_balance"] > 0:
-        if call.stacked:  # each task's gate balances its own weights
-            cv2 = sum(F.load_balance_cv2(q[t]) for t in range(int(q.shape[0])))
+        reg = reg + h["load_balance"] * _per_gate(call, F.load_balance_cv2, q)  # each task's gate its own
+    return q, _router_regularization(call, clean, q, reg)
+
+
+def _per_gate(call: _Call, fn: Callable[..., Any], *tensors: Any) -> Any:
+    """``fn`` of one gate's tensors; for stacked static gates the sum over the ``T`` gates of ``fn`` of each."""
+    if not call.stacked:
+        return fn(*tensors)
+    return sum(fn(*(t[i] for t in tensors)) for i in range(int(tensors[0].shape[0])))
+
+
+def _router_probs(call: _Call, logits: Any, q: Any) -> Any:
+    """The router probabilities ``P`` of the Switch loss: softmax of the logits (softmax, Top-k), the normalised
+    sigmoid scores (sigmoid_topk, as Megatron-Core), the gate's own weights (sparsemax, entmax15, ReMoE)."""
+    name, ops = call.config.name, call.F.OPS
+    if name in ("softmax", "topk"):
+        return call.F.softmax_weights(logits)
+    if name == "sigmoid_topk":
+        s = ops.sigmoid(logits)
+        return s / ops.row_sum(s)
+    return q
+
+
+def _router_regularization(call: _Call, logits: Any, q: Any, reg: Any) -> Any:
+    """``reg`` plus, in training, ``z_loss * mean(logsumexp(l)^2)`` and ``switch_balance * n sum_e f_e P_e``
+    (logit gates; for stacked static gates each task's own, summed)."""
+    h = call.config.hparams
+    if not call.training:
+        return reg
+    if h["z_loss"] > 0:
+        reg = reg + h["z_loss"] * _per_gate(call, call.F.router_z_loss, logits)
+    if h["switch_balance"] > 0:
+        probs = _router_probs(call, logits, q)
+        loss = _per_gate(call, lambda p, w: call.F.switch_balance_loss(p, w, call.config.k), probs, q)
+        reg = reg + h["switch_balance"] * loss
+    return reg
+
+
+def _new_logit_gate(call: _Call, state: Mapping[str, Any]) -> tuple[Any, Any]:
+    """sigmoid_topk, sparsemax, entmax15 and ReMoE on their logits, with the router regularisers and ReMoE's L1 term
+    (``l1_coef`` times the batch mean of ``sum_e q_e``, or ``l1_balanced``: the Switch form of ReMoE's code)."""
+    F, cfg, p, ops, h = call.F, call.config, call.params, call.F.OPS, call.config.hparams
+    logits = ops.read(p["logits"]) if call.x is None else call.heads([(p["kernel"], p["bias"])])[0]
+    if cfg.name == "sigmoid_topk":
+        q = F.sigmoid_topk_weights(logits, cfg.k, state["expert_bias"], h["normalize"])
+    elif cfg.name == "sparsemax":
+        q = F.sparsemax_weights(logits)
+    elif cfg.name == "entmax15":
+        q = F.entmax15_weights(logits)
+    else:
+        q = F.relu_weights(logits)
+    reg = _router_regularization(call, logits, q, ops.zero(q))
+    if call.training and cfg.name == "remoe":
+        if h["l1_balanced"]:
+            def l1(c: Any, w: Any) -> Any:
+                return c * F.switch_balance_loss(w, w, cfg.k)
         else:
-            cv2 = F.load_balance_cv2(q)
-        reg = reg + h["load_balance"] * cv2
+            def l1(c: Any, w: Any) -> Any:  # c times the batch mean of sum_e w_e
+                return c * ops.mean(w) * cfg.num_experts
+        reg = reg + _per_gate(call, l1, state["l1_coef"], q)
     return q, reg

@@ -43,6 +43,114 @@ def topk_weights(logits: np.ndarray, k: int) -> np.ndarray:
     return softmax_weights(masked)
 
 
+def sigmoid_topk_weights(logits: np.ndarray, k: int, bias: np.ndarray | None = None,
+                         normalize: bool = True) -> np.ndarray:
+    """``(..., n) -> (..., n)``: DeepSeek-V3's router. Scores ``s = sigmoid(l)``; the ``k`` largest of ``s + bias``
+    are selected (``bias (n,)`` or shaped like ``l``, selection only; ties to the lower index); weights are the
+    unbiased selected scores, divided by their sum when ``normalize``."""
+    logits = np.asarray(logits, dtype=np.float64)
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    choice = scores if bias is None else scores + np.asarray(bias, dtype=np.float64)
+    q = np.where(topk_mask(choice, k), scores, 0.0)
+    return q / q.sum(axis=-1, keepdims=True) if normalize else q
+
+
+def _sorted_support(logits: np.ndarray, keep) -> np.ndarray:
+    """Boolean support of a sort-based sparse map: with ``z`` sorted descending, the ``j`` largest for the number
+    ``j`` of 1-based positions where ``keep(z_sorted, j)`` holds (``(..., n)``; the kept positions are a prefix)."""
+    z = np.sort(logits, axis=-1)[..., ::-1]
+    j = np.arange(1, logits.shape[-1] + 1)
+    size = keep(z, j).sum(axis=-1, keepdims=True)  # (..., 1), >= 1
+    kth = np.take_along_axis(z, size - 1, axis=-1)
+    return logits >= kth
+
+
+def sparsemax_weights(logits: np.ndarray) -> np.ndarray:
+    """``(..., n) -> (..., n)``: sparsemax (Martins & Astudillo 2016), the Euclidean projection onto the simplex,
+    ``max(z - tau, 0)``; support: the ``j`` largest with ``1 + j z_(j) > sum_{i<=j} z_(i)``."""
+    z = np.asarray(logits, dtype=np.float64)
+    spec.check_min_rank("logits", z.shape, 1, "(..., n)")
+    support = _sorted_support(z, lambda zs, j: 1.0 + j * zs > np.cumsum(zs, axis=-1))
+    tau = ((z * support).sum(axis=-1, keepdims=True) - 1.0) / support.sum(axis=-1, keepdims=True)
+    return np.maximum(z - tau, 0.0)
+
+
+def _entmax15_tau(u: np.ndarray, j: np.ndarray | int) -> np.ndarray:
+    """``tau`` of 1.5-entmax when ``u`` (``(..., j)`` or masked sums) are the ``j`` kept values: the root of
+    ``sum (u_i - tau)^2 = 1`` below ``min u``: ``mean - sqrt(max(0, (1 - j var) / j))``."""
+    mean = np.cumsum(u, axis=-1) / j
+    var = np.cumsum(u**2, axis=-1) / j - mean**2
+    return mean - np.sqrt(np.maximum(0.0, (1.0 - j * var) / j))
+
+
+def entmax15_weights(logits: np.ndarray) -> np.ndarray:
+    """``(..., n) -> (..., n)``: 1.5-entmax (Peters, Niculae & Martins 2019), ``max(z/2 - tau, 0)^2`` with ``tau``
+    such that the weights sum to 1, by the exact sort-based algorithm on ``u = z/2``: for the ``j`` largest,
+    ``tau_j = mean_j - sqrt(max(0, (1 - j var_j) / j))``; the support is every ``j`` with ``tau_j <= u_(j)``."""
+    u = np.asarray(logits, dtype=np.float64) / 2.0
+    spec.check_min_rank("logits", u.shape, 1, "(..., n)")
+    support = _sorted_support(u, lambda us, j: _entmax15_tau(us, j) <= us)
+    j = support.sum(axis=-1, keepdims=True)
+    mean = (u * support).sum(axis=-1, keepdims=True) / j
+    var = (u**2 * support).sum(axis=-1, keepdims=True) / j - mean**2
+    tau = mean - np.sqrt(np.maximum(0.0, (1.0 - j * var) / j))
+    return np.maximum(u - tau, 0.0) ** 2
+
+
+def relu_weights(logits: np.ndarray) -> np.ndarray:
+    """``(..., n) -> (..., n)``: ReMoE's ``relu(l)``, not normalised."""
+    logits = np.asarray(logits, dtype=np.float64)
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return np.maximum(logits, 0.0)
+
+
+def router_z_loss(logits: np.ndarray) -> float:
+    """ST-MoE's router z-loss: ``mean over rows of logsumexp(l)^2`` (``(..., n) -> ()``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    top = logits.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+    return float(np.mean(lse**2))
+
+
+def expert_load(weights: np.ndarray) -> np.ndarray:
+    """Tokens routed to each expert: the count of non-zero weights per expert over all rows, ``(..., n) -> (n,)``."""
+    weights = np.asarray(weights)
+    spec.check_min_rank("weights", weights.shape, 1, "(..., n)")
+    return (weights.reshape(-1, weights.shape[-1]) != 0).sum(axis=0).astype(np.float64)
+
+
+def switch_balance_loss(probs: np.ndarray, weights: np.ndarray, k: int) -> float:
+    """Switch Transformer load balancing as Megatron-Core writes it: ``n sum_e f_e P_e`` with ``f_e`` the tokens
+    routed to ``e`` over ``T k`` and ``P_e`` the mean router probability; ``f`` carries no gradient."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, np.shape(probs)[-1])
+    spec.check_same_shape("weights", np.shape(weights)[-1:], probs.shape[-1:], "probs' last axis")
+    rows, n = probs.shape
+    f = expert_load(weights) / (rows * k)
+    return float(n * np.sum(f * probs.mean(axis=0)))
+
+
+def sigmoid_topk_bias_step(bias: np.ndarray, load: np.ndarray, rate: float, centered: bool = False) -> np.ndarray:
+    """The aux-loss-free balancing step: ``bias + rate sign(mean(load) - load)`` (per row of ``(..., n)``);
+    ``centered`` also subtracts the mean of that change, as torchtitan does."""
+    load = np.asarray(load, dtype=np.float64)
+    delta = rate * np.sign(load.mean(axis=-1, keepdims=True) - load)
+    if centered:
+        delta = delta - delta.mean(axis=-1, keepdims=True)
+    return np.asarray(bias, dtype=np.float64) + delta
+
+
+def remoe_sparsity(weights: np.ndarray) -> float:
+    """The fraction of zero weights."""
+    return float(np.mean(np.asarray(weights) == 0))
+
+
+def remoe_l1_step(coef: np.ndarray, sparsity: np.ndarray, alpha: float, target: float) -> np.ndarray:
+    """ReMoE's coefficient step: ``coef alpha^sign(target - sparsity)``."""
+    return np.asarray(coef, dtype=np.float64) * alpha ** np.sign(target - np.asarray(sparsity, dtype=np.float64))
+
+
 def smooth_step(t: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """Cubic smooth-step: 0 below ``-gamma/2``, 1 above ``gamma/2``, C^1 in between."""
     t = np.asarray(t, dtype=np.float64)
@@ -168,15 +276,18 @@ def gate_forward(
     training: bool = False,
     noise: np.ndarray | None = None,
     calls: int | None = None,
+    state: Mapping[str, np.ndarray] | None = None,
 ) -> GateOutput:
     """Reference forward of a gate built by ``make_gate``: same parameters, same regularisers, float64.
 
     ``noise`` is Top-k's standard normal ``eps`` (noisy gates in training) or hard concrete's uniform ``u``
     (training). Per-example regularisers are batch means, or batch sums with ``regularizer_reduction="sum"``.
     ``calls``: the 1-based count of training calls, which a DSelect-k ``entropy_schedule`` turns into the entropy
-    weight (``entropy_schedule(calls)`` in place of ``entropy_reg``).
+    weight (``entropy_schedule(calls)`` in place of ``entropy_reg``). ``state``: sigmoid_topk's ``expert_bias`` or
+    ReMoE's ``l1_coef`` (``GateConfig.state_shapes``); ``None`` is the initial state.
     """
     p = config.check_params(params)
+    st = config.check_state(config.init_state() if state is None else state)
     h = config.hparams
     n, k = config.num_experts, config.k
     config.check_input(None if x is None else np.shape(x))
@@ -207,9 +318,12 @@ def gate_forward(
 
     if logits is None:
         logits = p["logits"]
+    if config.name not in ("softmax", "topk"):
+        return _new_logit_gate(config, logits, st, training)
     if config.name == "softmax":
-        return GateOutput(softmax_weights(logits), 0.0)
-    # topk
+        q = softmax_weights(logits)
+        return GateOutput(q, _router_regularization(config, logits, q) if training else 0.0)
+    clean = logits
     if training and h["noisy"]:
         noise_l = affine("noise_kernel", None) if config.per_example else p["noise_logits"]
         if noise is None:
@@ -218,6 +332,51 @@ def gate_forward(
     q = topk_weights(logits, k)
     if training and h["load_balance"] > 0:
         reg += h["load_balance"] * load_balance_cv2(q)
+    if training:
+        reg += _router_regularization(config, clean, q)
+    return GateOutput(q, reg)
+
+
+def _router_probs(config: spec.GateConfig, logits: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The router probabilities ``P`` of the Switch loss: softmax of the logits (softmax, Top-k), the normalised
+    sigmoid scores (sigmoid_topk, as Megatron-Core), the gate's own weights (sparsemax, entmax15, ReMoE)."""
+    if config.name in ("softmax", "topk"):
+        return softmax_weights(logits)
+    if config.name == "sigmoid_topk":
+        s = 1.0 / (1.0 + np.exp(-logits))
+        return s / s.sum(axis=-1, keepdims=True)
+    return q
+
+
+def _router_regularization(config: spec.GateConfig, logits: np.ndarray, q: np.ndarray) -> float:
+    """``z_loss * mean(logsumexp(l)^2) + switch_balance * n sum_e f_e P_e`` (training only)."""
+    h, reg = config.hparams, 0.0
+    if h["z_loss"] > 0:
+        reg += h["z_loss"] * router_z_loss(logits)
+    if h["switch_balance"] > 0:
+        reg += h["switch_balance"] * switch_balance_loss(_router_probs(config, logits, q), q, config.k)
+    return reg
+
+
+def _new_logit_gate(config: spec.GateConfig, logits: np.ndarray, state: Mapping[str, np.ndarray],
+                    training: bool) -> GateOutput:
+    """sigmoid_topk, sparsemax, entmax15 and ReMoE on their logits; ReMoE's L1 term is ``l1_coef`` times the batch
+    mean of ``sum_e q_e`` (or, ``l1_balanced``, the Switch form of ReMoE's code, ``n sum_e f_e mean(q_e)``)."""
+    h = config.hparams
+    if config.name == "sigmoid_topk":
+        q = sigmoid_topk_weights(logits, config.k, state["expert_bias"], h["normalize"])
+    elif config.name == "sparsemax":
+        q = sparsemax_weights(logits)
+    elif config.name == "entmax15":
+        q = entmax15_weights(logits)
+    else:
+        q = relu_weights(logits)
+    if not training:
+        return GateOutput(q, 0.0)
+    reg = _router_regularization(config, logits, q)
+    if config.name == "remoe":
+        l1 = switch_balance_loss(q, q, config.k) if h["l1_balanced"] else float(np.mean(q.sum(axis=-1)))
+        reg += float(state["l1_coef"]) * l1
     return GateOutput(q, reg)
 
 

@@ -1,4 +1,4 @@
-"""Framework-free specification of the four gates.
+"""Framework-free specification of the gates.
 
 Everything that is not a tensor operation lives here, once, for both frameworks: gate names, hyper-parameters and
 their checks, the DSelect-k binary codes, the hard-concrete constants, parameter names and shapes, and the seeded
@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-GATE_NAMES: tuple[str, ...] = ("softmax", "topk", "dselect_k", "hard_concrete")
+GATE_NAMES: tuple[str, ...] = (
+    "softmax", "topk", "dselect_k", "hard_concrete", "sigmoid_topk", "sparsemax", "entmax15", "remoe",
+)
+# Gates whose weights are a function of one logit per expert (``logits (n,)`` static, ``x @ kernel + bias``
+# per-example): they take the router regularisers ``z_loss`` (ST-MoE) and ``switch_balance`` (Switch Transformer).
+LOGIT_GATES: tuple[str, ...] = ("softmax", "topk", "sigmoid_topk", "sparsemax", "entmax15", "remoe")
+# Top-k-style gates whose selection can tie (the accuracy checks leave such rows out).
+SELECTING_GATES: tuple[str, ...] = ("topk", "sigmoid_topk")
 
 # Hard concrete (Louizos, Welling & Kingma 2018): stretch limits (gamma, zeta) and temperature beta.
 HARD_CONCRETE_LIMITS: tuple[float, float] = (-0.1, 1.1)
@@ -35,12 +42,25 @@ DSELECT_K_IMPLS: tuple[str, ...] = ("auto", "factorized", "bitwise", "reference"
 TORCH_ONLY_IMPLS: tuple[str, ...] = ("triton",)
 
 # Hyper-parameters each gate accepts, with defaults. Regularisation weights default to 0: a gate's loss is opt-in.
+_ROUTER_REGS: dict[str, float] = {"z_loss": 0.0, "switch_balance": 0.0}
+# sigmoid_topk: Megatron-Core's default bias update rate (moe_router_bias_update_rate).
+SIGMOID_TOPK_BIAS_RATE: float = 1e-3
+# ReMoE (Wang, Chen & Zhu, ICLR 2025): L1 coefficient multiplier alpha and initial coefficient.
+REMOE_L1_ALPHA: float = 1.2
+REMOE_L1_INIT: float = 1e-8
 HPARAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "softmax": {},
-    "topk": {"noisy": False, "load_balance": 0.0},
+    "softmax": {**_ROUTER_REGS},
+    "topk": {"noisy": False, "load_balance": 0.0, **_ROUTER_REGS},
     "dselect_k": {"gamma": 1.0, "entropy_reg": 0.0, "entropy_schedule": None, "regularizer_reduction": "mean"},
     "hard_concrete": {
         "beta": HARD_CONCRETE_BETA, "limits": HARD_CONCRETE_LIMITS, "l0_reg": 0.0, "regularizer_reduction": "mean",
+    },
+    "sigmoid_topk": {"normalize": True, "bias_rate": SIGMOID_TOPK_BIAS_RATE, "bias_centered": False, **_ROUTER_REGS},
+    "sparsemax": {**_ROUTER_REGS},
+    "entmax15": {**_ROUTER_REGS},
+    "remoe": {
+        "target_sparsity": None, "l1_alpha": REMOE_L1_ALPHA, "l1_init": REMOE_L1_INIT, "l1_balanced": False,
+        **_ROUTER_REGS,
     },
 }
 # How a per-example regulariser (DSelect-k's entropy and unreachable penalty, hard concrete's L0) becomes one number:
@@ -94,6 +114,12 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}: expected one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False; got {value!r}")
+    return bool(value)
 
 
 def check_schedule(name: str, value: Any) -> Any:
@@ -233,15 +259,24 @@ class GateConfig:
             merged["limits"] = check_limits(merged["limits"])
             merged["l0_reg"] = check_nonnegative("l0_reg", merged["l0_reg"])
         elif self.name == "topk":
-            if not isinstance(merged["noisy"], (bool, np.bool_)):
-                raise ValueError(f"noisy: expected True or False; got {merged['noisy']!r}")
-            merged["noisy"] = bool(merged["noisy"])
+            merged["noisy"] = check_bool("noisy", merged["noisy"])
             merged["load_balance"] = check_nonnegative("load_balance", merged["load_balance"])
+        else:
+            _check_new_gate_hparams(self.name, self.num_experts, self.k, merged)
+        if self.name in LOGIT_GATES:
+            merged["z_loss"] = check_nonnegative("z_loss", merged["z_loss"])
+            merged["switch_balance"] = check_nonnegative("switch_balance", merged["switch_balance"])
         object.__setattr__(self, "hparams", merged)
 
     @property
     def per_example(self) -> bool:
         return self.input_dim is not None
+
+    @property
+    def target_sparsity(self) -> float:
+        """ReMoE's target fraction of zero weights: ``target_sparsity``, by default ``1 - k / n``."""
+        target = self.hparams.get("target_sparsity")
+        return 1.0 - self.k / self.num_experts if target is None else target
 
     @property
     def num_bits(self) -> int:
@@ -278,6 +313,39 @@ class GateConfig:
         if self.name == "hard_concrete":
             shapes = {("log_alpha" if key == "logits" else key): s for key, s in shapes.items()}
         return shapes
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Non-trainable state, updated by an explicit step and not by gradients: sigmoid_topk's per-expert
+        ``expert_bias (n,)`` (selection only), ReMoE's L1 coefficient ``l1_coef ()``. Other gates have none."""
+        if self.name == "sigmoid_topk":
+            return {"expert_bias": (self.num_experts,)}
+        if self.name == "remoe":
+            return {"l1_coef": ()}
+        return {}
+
+    def init_state(self) -> dict[str, np.ndarray]:
+        """Initial state (float64): a zero bias; ReMoE's coefficient ``l1_init``."""
+        out = {}
+        for key, shape in self.state_shapes().items():
+            out[key] = np.full(shape, self.hparams["l1_init"] if key == "l1_coef" else 0.0)
+        return out
+
+    def check_state(self, state: Mapping[str, Any], lead: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+        """Validate a state dict (names, shapes with an optional leading ``lead``, finiteness; ``l1_coef > 0``)
+        and return float64 copies."""
+        shapes = self.state_shapes()
+        if set(state) != set(shapes):
+            raise ValueError(f"state: expected exactly the keys {sorted(shapes)}; got {sorted(state)}")
+        out = {}
+        for key, shape in shapes.items():
+            arr = np.asarray(state[key], dtype=np.float64)
+            if arr.shape != lead + shape:
+                raise ValueError(f"state[{key!r}]: expected shape {lead + shape}; got {arr.shape}")
+            check_finite_array(f"state[{key!r}]", arr)
+            if key == "l1_coef" and not np.all(arr > 0):
+                raise ValueError(f"state['l1_coef']: expected positive values; got minimum {float(arr.min())}")
+            out[key] = arr
+        return out
 
     def init_params(self, rng: np.random.Generator | int | None = 0) -> dict[str, np.ndarray]:
         """Initial parameters as float64 NumPy arrays, drawn from a seeded generator in a fixed order.
@@ -318,6 +386,27 @@ class GateConfig:
             check_finite_array(f"params[{key!r}]", arr)
             out[key] = arr
         return out
+
+
+def _check_new_gate_hparams(name: str, n: int, k: int, merged: dict[str, Any]) -> None:
+    """The hyper-parameters of sigmoid_topk and ReMoE, checked in place (sparsemax and entmax15 have only the
+    router regularisers)."""
+    if name == "sigmoid_topk":
+        merged["normalize"] = check_bool("normalize", merged["normalize"])
+        merged["bias_centered"] = check_bool("bias_centered", merged["bias_centered"])
+        merged["bias_rate"] = check_nonnegative("bias_rate", merged["bias_rate"])
+    elif name == "remoe":
+        target = merged["target_sparsity"]
+        if target is not None:
+            ok = not isinstance(target, bool) and isinstance(target, (int, float, np.floating, np.integer))
+            if not ok or not 0.0 <= float(target) < 1.0:
+                raise ValueError(f"target_sparsity: expected None (1 - k/n) or a number in [0, 1); got {target!r}")
+            merged["target_sparsity"] = float(target)
+        merged["l1_alpha"] = check_positive("l1_alpha", merged["l1_alpha"])
+        if merged["l1_alpha"] <= 1.0:
+            raise ValueError(f"l1_alpha: expected a number > 1; got {merged['l1_alpha']!r}")
+        merged["l1_init"] = check_positive("l1_init", merged["l1_init"])
+        merged["l1_balanced"] = check_bool("l1_balanced", merged["l1_balanced"])
 
 
 def make_config(name: str, num_experts: int, k: int, input_dim: int | None = None, **hparams: Any) -> GateConfig:

@@ -27,6 +27,16 @@ __all__ = [
     "hard_concrete_weights",
     "hard_concrete_l0",
     "load_balance_cv2",
+    "sigmoid_topk_weights",
+    "sparsemax_weights",
+    "entmax15_weights",
+    "relu_weights",
+    "router_z_loss",
+    "expert_load",
+    "switch_balance_loss",
+    "sigmoid_topk_bias_step",
+    "remoe_sparsity",
+    "remoe_l1_step",
     "make_gate",
     "Gate",
     "DSELECT_K_IMPLS",
@@ -49,14 +59,131 @@ def topk_weights(logits: tf.Tensor, k: int) -> tf.Tensor:
     """
     spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
-    kth = tf.math.top_k(logits, k).values[..., -1:]  # (..., 1)
-    above = logits > kth  # (..., n)
-    tied = logits == kth  # (..., n)
-    need = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)  # (..., 1)
-    mask = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= need))  # (..., n)
+    mask = _topk_mask(logits, k)
     q = tf.nn.softmax(tf.where(mask, logits, tf.constant(-np.inf, logits.dtype)), axis=-1)
+    return _nan_rows(logits, q)
+
+
+def _topk_mask(scores: tf.Tensor, k: int) -> tf.Tensor:
+    """``(..., n)`` bool, exactly ``k`` True per finite row: the ``k`` largest, ties to the lower index."""
+    kth = tf.math.top_k(scores, k).values[..., -1:]  # (..., 1)
+    above = scores > kth  # (..., n)
+    tied = scores == kth  # (..., n)
+    need = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)  # (..., 1)
+    return above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= need))  # (..., n)
+
+
+def _nan_rows(logits: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
+    """``q`` with every row whose logits hold a NaN set to NaN."""
     nan_row = tf.reduce_any(tf.math.is_nan(logits), axis=-1, keepdims=True)
-    return tf.where(nan_row, tf.constant(np.nan, logits.dtype), q)
+    return tf.where(nan_row, tf.constant(np.nan, q.dtype), q)
+
+
+def sigmoid_topk_weights(logits: tf.Tensor, k: int, bias: tf.Tensor | None = None,
+                         normalize: bool = True) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: DeepSeek-V3's router. Scores ``s = sigmoid(l)``; the ``k`` largest of ``s + bias``
+    are selected (``bias`` broadcast to ``l``, selection only: it gets no gradient; ties to the lower index);
+    weights are the unbiased selected scores, divided by their sum when ``normalize``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    k = spec.check_k(k, logits.shape[-1])
+    scores = tf.sigmoid(logits)
+    choice = tf.stop_gradient(scores if bias is None else scores + tf.cast(bias, scores.dtype))
+    q = tf.where(_topk_mask(choice, k), scores, tf.zeros_like(scores))
+    if normalize:
+        q = q / tf.reduce_sum(q, axis=-1, keepdims=True)
+    return _nan_rows(logits, q)
+
+
+def _sorted_support(z: tf.Tensor, keep) -> tf.Tensor:
+    """Boolean support of a sort-based sparse map: with ``z`` sorted descending, the ``j`` largest for the number
+    ``j`` of 1-based positions where ``keep(z_sorted, j)`` holds (``(..., n)``; no gradient flows through it)."""
+    z = tf.stop_gradient(z)
+    zs = tf.sort(z, axis=-1, direction="DESCENDING")
+    j = tf.range(1, z.shape[-1] + 1, dtype=z.dtype)
+    size = tf.reduce_sum(tf.cast(keep(zs, j), tf.int32), axis=-1, keepdims=True)  # (..., 1)
+    size = tf.clip_by_value(size, 1, z.shape[-1])  # a NaN row keeps an index in range (its output is NaN)
+    kth = tf.gather(zs, size - 1, batch_dims=len(z.shape) - 1)  # (..., 1)
+    return z >= kth
+
+
+def sparsemax_weights(logits: tf.Tensor) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: sparsemax, ``max(z - tau, 0)`` summing to 1, by the sort-based threshold: the
+    support is the ``j`` largest with ``1 + j z_(j) > sum_{i<=j} z_(i)``, ``tau = (sum_support z - 1) / j``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    support = tf.cast(_sorted_support(logits, lambda zs, j: 1.0 + j * zs > tf.cumsum(zs, axis=-1)), logits.dtype)
+    tau = (tf.reduce_sum(logits * support, -1, keepdims=True) - 1.0) / tf.reduce_sum(support, -1, keepdims=True)
+    return _nan_rows(logits, tf.nn.relu(logits - tau))
+
+
+def _entmax15_tau(u: tf.Tensor, j: tf.Tensor) -> tf.Tensor:
+    """1.5-entmax's ``tau`` for the ``j`` largest of ``u`` (sorted descending): ``mean - sqrt(max(0, (1 - j var) / j))``."""
+    mean = tf.cumsum(u, axis=-1) / j
+    var = tf.cumsum(u**2, axis=-1) / j - mean**2
+    return mean - tf.sqrt(tf.maximum(0.0 * var, (1.0 - j * var) / j))
+
+
+def entmax15_weights(logits: tf.Tensor) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: 1.5-entmax, ``max(z/2 - tau, 0)^2`` summing to 1, by the exact sort-based algorithm
+    on ``u = z/2`` (the support is every ``j`` with ``tau_j <= u_(j)``); gradients through ``tau`` on that support."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    u = logits / 2.0
+    support = tf.cast(_sorted_support(u, lambda us, j: _entmax15_tau(us, j) <= us), u.dtype)
+    j = tf.reduce_sum(support, axis=-1, keepdims=True)
+    mean = tf.reduce_sum(u * support, axis=-1, keepdims=True) / j
+    var = tf.reduce_sum(u**2 * support, axis=-1, keepdims=True) / j - mean**2
+    tau = mean - tf.sqrt(tf.maximum(tf.zeros_like(var), (1.0 - j * var) / j))
+    return _nan_rows(logits, tf.nn.relu(u - tau) ** 2)
+
+
+def relu_weights(logits: tf.Tensor) -> tf.Tensor:
+    """``(..., n) -> (..., n)``: ReMoE's ``relu(l)``, not normalised."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return _nan_rows(logits, tf.nn.relu(logits))
+
+
+def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
+    """ST-MoE's router z-loss: ``mean over rows of logsumexp(l)^2``, ``(..., n) -> ()``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return tf.reduce_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
+
+
+def expert_load(weights: tf.Tensor) -> tf.Tensor:
+    """Tokens routed to each expert: non-zero weights counted over all rows, ``(..., n) -> (n,)`` (no gradient)."""
+    spec.check_min_rank("weights", weights.shape, 1, "(..., n)")
+    dtype = weights.dtype if weights.dtype.is_floating else tf.float32
+    nonzero = tf.cast(tf.reshape(weights, [-1, weights.shape[-1]]) != 0, dtype)
+    return tf.reduce_sum(nonzero, axis=0)
+
+
+def switch_balance_loss(probs: tf.Tensor, weights: tf.Tensor, k: int) -> tf.Tensor:
+    """Switch load balancing as Megatron-Core writes it: ``n sum_e f_e P_e``, ``f_e`` the tokens routed to ``e``
+    (non-zero ``weights``) over ``T k``, ``P_e`` the mean of ``probs``; ``f`` carries no gradient."""
+    spec.check_same_shape("weights", weights.shape[-1:], probs.shape[-1:], "probs' last axis")
+    probs = tf.reshape(probs, [-1, probs.shape[-1]])  # (T, n)
+    rows = tf.cast(tf.shape(probs)[0], probs.dtype)
+    f = tf.cast(expert_load(weights), probs.dtype) / (rows * k)
+    return probs.shape[-1] * tf.reduce_sum(f * tf.reduce_mean(probs, axis=0))
+
+
+def sigmoid_topk_bias_step(bias: tf.Tensor, load: tf.Tensor, rate: float, centered: bool = False) -> tf.Tensor:
+    """The aux-loss-free balancing step: ``bias + rate sign(mean(load) - load)`` per row of ``(..., n)``;
+    ``centered`` also subtracts the mean of that change (torchtitan's)."""
+    load = tf.cast(load, bias.dtype)
+    delta = rate * tf.sign(tf.reduce_mean(load, axis=-1, keepdims=True) - load)
+    if centered:
+        delta = delta - tf.reduce_mean(delta, axis=-1, keepdims=True)
+    return bias + delta
+
+
+def remoe_sparsity(weights: tf.Tensor) -> tf.Tensor:
+    """The fraction of zero weights (no gradient)."""
+    return tf.reduce_mean(tf.cast(tf.stop_gradient(weights) == 0, weights.dtype))
+
+
+def remoe_l1_step(coef: tf.Tensor, sparsity: tf.Tensor, alpha: float, target: float) -> tf.Tensor:
+    """ReMoE's coefficient step: ``coef alpha^sign(target - sparsity)``."""
+    coef = tf.convert_to_tensor(coef)
+    return coef * tf.pow(tf.constant(alpha, coef.dtype), tf.sign(target - tf.cast(sparsity, coef.dtype)))
 
 
 def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
@@ -260,6 +387,12 @@ class Gate(keras.layers.Layer):
             self._params[key] = self.add_weight(
                 shape=value.shape, initializer=keras.initializers.Constant(value), name=key, dtype=self.dtype
             )
+        self._state: dict[str, keras.Variable] = {}
+        for key, value in config.init_state().items():  # non-trainable state (sigmoid_topk, ReMoE)
+            self._state[key] = self.add_weight(
+                shape=value.shape, initializer=keras.initializers.Constant(value), name=key, dtype=self.dtype,
+                trainable=False,
+            )
         self.regularization_loss = tf.zeros((), dtype=self.compute_dtype)
         # training calls so far, counted (like the reference layer's num_calls) for a DSelect-k entropy_schedule
         self.training_calls = None
@@ -284,6 +417,40 @@ class Gate(keras.layers.Layer):
         """The parameters by name (``GateConfig.param_shapes``), as the recipe reads them."""
         return self._params
 
+    # --- non-trainable state: sigmoid_topk's expert_bias, ReMoE's l1_coef ------------------------------------
+    @property
+    def state(self) -> dict[str, keras.Variable]:
+        """The state by name (``GateConfig.state_shapes``; empty for gates without one): non-trainable variables."""
+        return self._state
+
+    def get_numpy_state(self) -> dict[str, np.ndarray]:
+        return {key: np.asarray(v.numpy(), dtype=np.float64) for key, v in self._state.items()}
+
+    def set_numpy_state(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in self.config.check_state(state).items():
+            self._state[key].assign(value.astype(self.dtype))
+
+    def update_bias(self, weights_or_counts: tf.Tensor) -> None:
+        """sigmoid_topk's balancing step, once per training step: ``expert_bias += bias_rate sign(mean_load -
+        load)``. ``weights_or_counts``: weights ``(b, n)`` (a token counts for each expert it has a non-zero
+        weight on) or the tokens per expert ``(n,)``."""
+        if self.config.name != "sigmoid_topk":
+            raise ValueError(f"gate: expected a sigmoid_topk gate for update_bias; got {self.config.name!r}")
+        load = _load_of(weights_or_counts, self.config.num_experts)
+        h, bias = self.config.hparams, self._state["expert_bias"]
+        bias.assign(sigmoid_topk_bias_step(tf.convert_to_tensor(bias), load, h["bias_rate"], h["bias_centered"]))
+
+    def update_l1_coef(self, weights: tf.Tensor) -> None:
+        """ReMoE's coefficient step, once per training step: ``l1_coef *= l1_alpha^sign(target - sparsity)``,
+        ``sparsity`` the fraction of zero entries of ``weights (..., n)``."""
+        if self.config.name != "remoe":
+            raise ValueError(f"gate: expected a remoe gate for update_l1_coef; got {self.config.name!r}")
+        weights = tf.convert_to_tensor(weights)
+        spec.check_last_dim("weights", weights.shape, self.config.num_experts)
+        coef = self._state["l1_coef"]
+        coef.assign(remoe_l1_step(tf.convert_to_tensor(coef), remoe_sparsity(weights),
+                                  self.config.hparams["l1_alpha"], self.config.target_sparsity))
+
     # --- forward: gates.recipe ---------------------------------------------------------------------------------
     def __call__(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None,
                  check_noise: bool = True, **kw):
@@ -301,7 +468,7 @@ class Gate(keras.layers.Layer):
             calls = tf.cast(self.training_calls, self.compute_dtype)
         q, reg = recipe.gate_forward(
             _CORE, self.config, self.params, x, training=training, noise=noise, impl=self.impl, check_noise=False,
-            calls=calls,
+            calls=calls, state=self._state,
         )
         self.regularization_loss = reg
         if training:
@@ -315,6 +482,15 @@ class Gate(keras.layers.Layer):
     def compute_output_shape(self, input_shape=None):
         n = self.config.num_experts
         return (n,) if input_shape is None else (input_shape[0], n)
+
+
+def _load_of(weights_or_counts: tf.Tensor, num_experts: int) -> tf.Tensor:
+    """Tokens per expert ``(n,)`` from weights ``(b, n)`` (``expert_load``) or the counts themselves ``(n,)``."""
+    t = tf.convert_to_tensor(weights_or_counts)
+    if len(t.shape) not in (1, 2) or t.shape[-1] != num_experts:
+        raise ValueError(f"weights_or_counts: expected weights (batch, {num_experts}) or counts ({num_experts},); "
+                         f"got shape {tuple(t.shape)}")
+    return expert_load(t) if len(t.shape) == 2 else tf.cast(t, tf.float64)
 
 
 def _uniform_noise(like: tf.Tensor) -> tf.Tensor:
@@ -339,11 +515,13 @@ OPS = recipe.Ops(
     heads=_heads,
     reshape=tf.reshape,
     softplus=tf.nn.softplus,
+    sigmoid=tf.sigmoid,
     zero=lambda like: tf.zeros((), dtype=like.dtype),
     normal=lambda like: tf.random.normal(tf.shape(like), dtype=like.dtype),
     uniform=_uniform_noise,
     mean=tf.reduce_mean,
     sum=tf.reduce_sum,
+    row_sum=lambda t: tf.reduce_sum(t, axis=-1, keepdims=True),
     entropy=_entropy,
     unreachable=_unreachable_penalty,
 )

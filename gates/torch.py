@@ -26,6 +26,16 @@ __all__ = [
     "hard_concrete_weights",
     "hard_concrete_l0",
     "load_balance_cv2",
+    "sigmoid_topk_weights",
+    "sparsemax_weights",
+    "entmax15_weights",
+    "relu_weights",
+    "router_z_loss",
+    "expert_load",
+    "switch_balance_loss",
+    "sigmoid_topk_bias_step",
+    "remoe_sparsity",
+    "remoe_l1_step",
     "make_gate",
     "Gate",
     "DSELECT_K_IMPLS",
@@ -48,13 +58,109 @@ def topk_weights(logits: torch.Tensor, k: int) -> torch.Tensor:
     """
     spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
-    above = logits > kth  # (..., n)
-    tied = logits == kth  # (..., n)
-    need = k - above.sum(dim=-1, keepdim=True)  # (..., 1): how many tied logits to keep
-    mask = above | (tied & (tied.cumsum(dim=-1) <= need))  # (..., n), exactly k True per finite row
+    mask = _topk_mask(logits, k)
     q = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+    return _nan_rows(logits, q)
+
+
+def _topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., n)`` bool, exactly ``k`` True per finite row: the ``k`` largest, ties to the lower index."""
+    kth = torch.topk(scores, k, dim=-1).values[..., -1:]  # (..., 1)
+    above = scores > kth  # (..., n)
+    tied = scores == kth  # (..., n)
+    need = k - above.sum(dim=-1, keepdim=True)  # (..., 1): how many tied scores to keep
+    return above | (tied & (tied.cumsum(dim=-1) <= need))
+
+
+def _nan_rows(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``q`` with every row whose logits hold a NaN set to NaN."""
     return torch.where(torch.isnan(logits).any(dim=-1, keepdim=True), torch.nan, q)
+
+
+def sigmoid_topk_weights(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None,
+                         normalize: bool = True) -> torch.Tensor:
+    """``(..., n) -> (..., n)``: DeepSeek-V3's router. Scores ``s = sigmoid(l)``; the ``k`` largest of ``s + bias``
+    are selected (``bias`` broadcast to ``l``, selection only: it gets no gradient; ties to the lower index);
+    weights are the unbiased selected scores, divided by their sum when ``normalize``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    k = spec.check_k(k, logits.shape[-1])
+    scores = torch.sigmoid(logits)
+    choice = scores.detach() if bias is None else scores.detach() + bias.detach()
+    q = torch.where(_topk_mask(choice, k), scores, 0.0)
+    if normalize:
+        q = q / q.sum(dim=-1, keepdim=True)
+    return _nan_rows(logits, q)
+
+
+def _entmax_package():
+    try:
+        import entmax
+    except ImportError as exc:
+        raise ValueError(f"gate: sparsemax and entmax15 in PyTorch need the entmax package (pip install entmax); "
+                         f"importing it failed: {exc}") from exc
+    return entmax
+
+
+def sparsemax_weights(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., n) -> (..., n)``: sparsemax, ``max(z - tau, 0)`` summing to 1 (the ``entmax`` package's)."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return _nan_rows(logits, _entmax_package().sparsemax(logits, dim=-1))
+
+
+def entmax15_weights(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., n) -> (..., n)``: 1.5-entmax, ``max(z/2 - tau, 0)^2`` summing to 1 (the ``entmax`` package's exact
+    sort-based ``entmax15``)."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return _nan_rows(logits, _entmax_package().entmax15(logits, dim=-1))
+
+
+def relu_weights(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., n) -> (..., n)``: ReMoE's ``relu(l)``, not normalised."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return _nan_rows(logits, torch.relu(logits))
+
+
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE's router z-loss: ``mean over rows of logsumexp(l)^2``, ``(..., n) -> ()``."""
+    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    return torch.logsumexp(logits, dim=-1).square().mean()
+
+
+def expert_load(weights: torch.Tensor) -> torch.Tensor:
+    """Tokens routed to each expert: non-zero weights counted over all rows, ``(..., n) -> (n,)`` (no gradient)."""
+    spec.check_min_rank("weights", weights.shape, 1, "(..., n)")
+    dtype = weights.dtype if weights.is_floating_point() else torch.float32
+    return (weights.detach().reshape(-1, weights.shape[-1]) != 0).sum(dim=0).to(dtype)
+
+
+def switch_balance_loss(probs: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Switch load balancing as Megatron-Core writes it: ``n sum_e f_e P_e``, ``f_e`` the tokens routed to ``e``
+    (non-zero ``weights``) over ``T k``, ``P_e`` the mean of ``probs``; ``f`` carries no gradient."""
+    spec.check_same_shape("weights", weights.shape[-1:], probs.shape[-1:], "probs' last axis")
+    probs = probs.reshape(-1, probs.shape[-1])  # (T, n)
+    f = expert_load(weights).to(probs.dtype) / (probs.shape[0] * k)
+    return probs.shape[-1] * (f * probs.mean(dim=0)).sum()
+
+
+def sigmoid_topk_bias_step(bias: torch.Tensor, load: torch.Tensor, rate: float,
+                           centered: bool = False) -> torch.Tensor:
+    """The aux-loss-free balancing step: ``bias + rate sign(mean(load) - load)`` per row of ``(..., n)``;
+    ``centered`` also subtracts the mean of that change (torchtitan's)."""
+    load = load.to(bias.dtype)
+    delta = rate * torch.sign(load.mean(dim=-1, keepdim=True) - load)
+    if centered:
+        delta = delta - delta.mean(dim=-1, keepdim=True)
+    return bias + delta
+
+
+def remoe_sparsity(weights: torch.Tensor) -> torch.Tensor:
+    """The fraction of zero weights (no gradient)."""
+    return (weights.detach() == 0).to(weights.dtype).mean()
+
+
+def remoe_l1_step(coef: torch.Tensor, sparsity: torch.Tensor, alpha: float, target: float) -> torch.Tensor:
+    """ReMoE's coefficient step: ``coef alpha^sign(target - sparsity)``."""
+    return coef * torch.pow(alpha, torch.sign(target - torch.as_tensor(sparsity, dtype=coef.dtype)))
 
 
 def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -249,6 +355,8 @@ class Gate(nn.Module):
         self._param_names = tuple(config.param_shapes())
         for key, value in config.init_params(seed).items():
             self.register_parameter(key, nn.Parameter(torch.as_tensor(value, dtype=self.dtype, device=device)))
+        for key, value in config.init_state().items():  # non-trainable state (sigmoid_topk, ReMoE): buffers
+            self.register_buffer(key, torch.as_tensor(value, dtype=self.dtype, device=device))
         self.regularization_loss = torch.zeros((), dtype=self.dtype, device=device)
         self.training_calls = 0  # training calls so far, counted for a DSelect-k entropy_schedule
 
@@ -266,6 +374,42 @@ class Gate(nn.Module):
         """The parameters by name (``GateConfig.param_shapes``), as the recipe reads them."""
         return {key: getattr(self, key) for key in self._param_names}
 
+    # --- non-trainable state: sigmoid_topk's expert_bias, ReMoE's l1_coef ------------------------------------
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The state by name (``GateConfig.state_shapes``; empty for gates without one): buffers, not parameters."""
+        return {key: getattr(self, key) for key in self.config.state_shapes()}
+
+    def get_numpy_state(self) -> dict[str, np.ndarray]:
+        return {key: v.detach().cpu().to(torch.float64).numpy() for key, v in self.state.items()}
+
+    @torch.no_grad()
+    def set_numpy_state(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in self.config.check_state(state).items():
+            getattr(self, key).copy_(torch.as_tensor(value, dtype=self.dtype))
+
+    @torch.no_grad()
+    def update_bias(self, weights_or_counts: torch.Tensor) -> None:
+        """sigmoid_topk's balancing step, once per training step: ``expert_bias += bias_rate sign(mean_load -
+        load)``. ``weights_or_counts``: weights ``(b, n)`` (a token counts for each expert it has a non-zero
+        weight on) or the tokens per expert ``(n,)``."""
+        if self.config.name != "sigmoid_topk":
+            raise ValueError(f"gate: expected a sigmoid_topk gate for update_bias; got {self.config.name!r}")
+        load = _load_of(weights_or_counts, self.config.num_experts)
+        h = self.config.hparams
+        self.expert_bias.copy_(sigmoid_topk_bias_step(self.expert_bias, load, h["bias_rate"], h["bias_centered"]))
+
+    @torch.no_grad()
+    def update_l1_coef(self, weights: torch.Tensor) -> None:
+        """ReMoE's coefficient step, once per training step: ``l1_coef *= l1_alpha^sign(target - sparsity)``,
+        ``sparsity`` the fraction of zero entries of ``weights (..., n)``."""
+        if self.config.name != "remoe":
+            raise ValueError(f"gate: expected a remoe gate for update_l1_coef; got {self.config.name!r}")
+        spec.check_last_dim("weights", weights.shape, self.config.num_experts)
+        new = remoe_l1_step(self.l1_coef, remoe_sparsity(weights), self.config.hparams["l1_alpha"],
+                            self.config.target_sparsity)
+        self.l1_coef.copy_(new)
+
     # --- forward: gates.recipe ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None,
                 check_noise: bool = True) -> torch.Tensor:
@@ -276,7 +420,7 @@ class Gate(nn.Module):
             calls = self.training_calls
         q, self.regularization_loss = recipe.gate_forward(
             _CORE, self.config, self.params, x, training=self.training, noise=noise, impl=self.impl,
-            check_noise=check_noise, calls=calls,
+            check_noise=check_noise, calls=calls, state=self.state,
         )
         return q
 
@@ -294,6 +438,15 @@ class Gate(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"name={c.name!r}, num_experts={c.num_experts}, k={c.k}, input_dim={c.input_dim}, hparams={c.hparams}"
+
+
+def _load_of(weights_or_counts: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Tokens per expert ``(n,)`` from weights ``(b, n)`` (``expert_load``) or the counts themselves ``(n,)``."""
+    t = torch.as_tensor(weights_or_counts)
+    if t.dim() not in (1, 2) or t.shape[-1] != num_experts:
+        raise ValueError(f"weights_or_counts: expected weights (batch, {num_experts}) or counts ({num_experts},); "
+                         f"got shape {tuple(t.shape)}")
+    return expert_load(t) if t.dim() == 2 else t.detach().to(torch.float64)
 
 
 def _uniform_noise(like: torch.Tensor) -> torch.Tensor:
@@ -318,11 +471,13 @@ OPS = recipe.Ops(
     heads=_heads,
     reshape=torch.reshape,
     softplus=nn.functional.softplus,
+    sigmoid=torch.sigmoid,
     zero=lambda like: torch.zeros((), dtype=like.dtype, device=like.device),
     normal=torch.randn_like,
     uniform=_uniform_noise,
     mean=torch.mean,
     sum=torch.sum,
+    row_sum=lambda t: t.sum(dim=-1, keepdim=True),
     entropy=_entropy,
     unreachable=_unreachable_penalty,
 )
