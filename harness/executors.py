@@ -9,23 +9,29 @@ suites or results.
 * ``InProcessExecutor``: runs each task in this process (frameworks stay imported between cases).
 * ``SubprocessExecutor``: one fresh Python process per task (``python -m harness``, the task as JSON on stdin,
   the row as the last stdout line, after ``ROW_MARKER``): clean GPU memory, no TF/torch interference, and a case
-  that crashes, runs out of memory or is killed gives a ``failed`` row instead of ending the suite.
+  that crashes, runs out of memory, is killed or runs past its time limit (``timeout_s``; ``--case-timeout``, the
+  suite's ``case_timeout_s``) gives a ``failed`` row instead of ending the suite. Workers never outlive the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from harness.env import quiet_frameworks
 from harness.results import make_row
+from harness.suite import TimingSettings
 from harness.tasks import Task, TaskGroup, execute_item
 
-__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER"]
+__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER", "make_executor"]
 
 ROW_MARKER = "GATEBENCH_ROW "
 
@@ -46,10 +52,18 @@ class InProcessExecutor:
 
 
 class SubprocessExecutor:
-    """Run each task in its own ``python -m harness`` process; ``timeout_s`` per case (None: no limit)."""
+    """Run each task in its own ``python -m harness`` process; ``timeout_s`` per case (None: no limit).
+
+    Each worker runs in its own process group, and ends with its parent: it is killed (its whole group) when its
+    case runs past the limit, when the parent is interrupted or gets SIGTERM (a handler while ``map`` runs), and,
+    on Linux, by the kernel when the parent dies any other way (``PR_SET_PDEATHSIG``, set before the worker starts).
+    """
 
     def __init__(self, python: str | None = None, timeout_s: float | None = None,
                  env: Mapping[str, str] | None = None):
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                      or not math.isfinite(timeout_s) or timeout_s <= 0):
+            raise ValueError(f"case_timeout_s: expected a number of seconds > 0; got {timeout_s!r}")
         self.python = python or sys.executable
         self.timeout_s = timeout_s
         self.env = quiet_frameworks({**os.environ, **(env or {})})
@@ -59,18 +73,26 @@ class SubprocessExecutor:
         whose row did not come back (crash, kill, out of memory, time limit: ``timeout_s`` per task)."""
         tasks = list(item.tasks) if isinstance(item, TaskGroup) else [item]
         timeout = None if self.timeout_s is None else self.timeout_s * len(tasks)
+        proc = subprocess.Popen([self.python, "-m", "harness"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=_worker_preexec(),
+                                process_group=0)
         try:
-            proc = subprocess.run([self.python, "-m", "harness"], input=json.dumps(item.to_json()),
-                                  capture_output=True, text=True, timeout=timeout, env=self.env, check=False)
+            stdout, stderr = proc.communicate(json.dumps(item.to_json()), timeout=timeout)
         except subprocess.TimeoutExpired:
-            return [(task, self._failed(task, f"subprocess: ran past its {timeout} s limit and was killed"))
+            _end_group(proc)
+            limit = f"{self.timeout_s:g} s per case" + (f", {timeout:g} s for its {len(tasks)}" if len(tasks) > 1
+                                                       else "")
+            return [(task, self._failed(task, f"subprocess: ran past its time limit ({limit}) and was killed"))
                     for task in tasks]
+        finally:
+            if proc.poll() is None:  # interrupted, or SIGTERM: the worker does not outlive this call
+                _end_group(proc)
         rows = {}
-        for line in proc.stdout.splitlines():
+        for line in stdout.splitlines():
             if line.startswith(ROW_MARKER):
                 row = json.loads(line[len(ROW_MARKER):])
                 rows[row.get("case_id")] = row
-        tail = (proc.stderr or "").strip().splitlines()[-5:]
+        tail = (stderr or "").strip().splitlines()[-5:]
         lost = (f"subprocess: exited with code {proc.returncode} without a row"
                 + (f": {' | '.join(tail)}" if tail else ""))
         return [(task, rows.get(task.case_id) or self._failed(task, lost)) for task in tasks]
@@ -81,5 +103,75 @@ class SubprocessExecutor:
         return make_row(task.kind, task.suite, task.params, "failed", error=error)
 
     def map(self, tasks: Iterable[Task | TaskGroup]) -> Iterator[tuple[Task, dict[str, Any]]]:
-        for item in tasks:
-            yield from self.run_one(item)
+        with _sigterm_raises():
+            for item in tasks:
+                yield from self.run_one(item)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Kill a worker's process group (the worker and anything it started) and reap the worker."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=5)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        proc.kill()
+
+
+def _worker_preexec() -> Callable[[], None] | None:
+    """What the worker runs before ``exec`` (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills it
+    when the parent dies; if the parent died already, the worker exits. Prepared here, in the parent."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the executor runs (in the main thread, SIGTERM not handled already): SIGTERM raises SystemExit(143),
+    so the running worker is killed on the way out."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def make_executor(isolate: bool, case_timeout_s: float | None = None,
+                  settings: TimingSettings | None = None) -> Executor:
+    """The executor of a run: in this process, or with ``isolate`` one subprocess per case with a time limit of
+    ``case_timeout_s`` (else the suite's ``case_timeout_s`` setting; None: no limit). A limit needs ``isolate``:
+    a case in this process cannot be stopped."""
+    if case_timeout_s is not None and not isolate:
+        raise ValueError(f"case_timeout: expected --isolate with it (a case in this process cannot be stopped); "
+                         f"got --case-timeout {case_timeout_s:g} without --isolate")
+    if not isolate:
+        return InProcessExecutor()
+    if case_timeout_s is None and settings is not None:
+        case_timeout_s = settings.case_timeout_s
+    return SubprocessExecutor(timeout_s=case_timeout_s)

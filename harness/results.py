@@ -6,7 +6,11 @@ the columns declared in ``harness.schema`` (identifying columns, statistics, the
 in bytes (``*_bytes``).
 
 A crash, an out-of-memory or a SIGKILL between two cases loses nothing; a kill in the middle of a write leaves at
-most one partial last line, which the reader reports and skips (and the writer terminates before appending).
+most one partial last line, which the reader reports and skips (and the writer terminates before appending). One
+writer at a time: ``ResultsLock`` (``fcntl.flock`` on ``<file>.lock``) is held for a whole run, and a second run
+on the same file fails at once naming the holder's pid. A failed write (disk full) is cut back to the last whole
+row. Reading checks every row (``harness.schema.row_problem``): unusable rows are reported as ``path:line: what``
+and left out, and the newest row of a case (``latest_rows``) is the one that counts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +29,19 @@ from typing import Any
 
 from harness.schema import (
     COMMON_KEYS,
-    KINDS,
     SCHEMA_VERSION,
     STATUSES,
     TIMING_KEYS,
     TIMING_STATS,
     check_values,
     row_kind,
+    row_problem,
 )
 
 __all__ = [
     "SCHEMA_VERSION", "STATUSES", "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "case_id", "provenance",
-    "ResultsWriter", "ReadResult", "read_rows", "completed_case_ids", "make_row", "row_json",
+    "ResultsWriter", "ResultsLock", "ResultsError", "ResultsLocked", "lock_path", "check_results_path", "ReadResult",
+    "read_rows", "latest_rows", "completed_case_ids", "make_row", "row_json",
 ]
 
 
@@ -103,13 +109,115 @@ def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 # Writing and reading.
 # --------------------------------------------------------------------------------------------------------------
-class ResultsWriter:
-    """Append rows to a JSONL file; each ``write`` is flushed and fsynced before it returns."""
+class ResultsError(ValueError):
+    """A results file that cannot be checked, locked or written (one clear line: the path and why)."""
+
+
+class ResultsLocked(ResultsError):
+    """Another process holds the lock of the results file."""
+
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file of a results file: ``<name>.lock`` beside it (left in place; its content is the holder's pid)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def check_results_path(path: str | os.PathLike[str]) -> Path:
+    """Check that ``path`` can be a results file before any case runs: not a folder, not under a file, in a
+    writable folder (created when missing). Raises ``ResultsError`` naming the path and why."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"out: {path} is a folder, not a results file; give a .jsonl file or a folder "
+                           "whose name does not end in .jsonl")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ResultsError(f"out: {parent} is a file, so {path} cannot be created under it")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"out: cannot create the folder {path.parent}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ResultsError(f"out: cannot write {path}: permission denied")
+    return path
+
+
+class ResultsLock:
+    """An exclusive ``fcntl.flock`` on ``<results>.lock``, held from ``acquire`` to ``release`` (or the end of the
+    process): a second run on the same results file fails at once, naming the holder's pid."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
+        self.results = Path(path)
+        self.path = lock_path(self.results)
+        self._fh: Any = None
+
+    def acquire(self) -> ResultsLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return self
+        check_results_path(self.results)
+        try:
+            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise ResultsError(f"out: cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _lock_holder(fh)
+            fh.close()
+            raise ResultsLocked(f"out: {self.results} is being written by another gatebench run (pid {holder}; "
+                                f"lock {self.path}); wait for it to end or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the descriptor releases the flock
+            self._fh = None
+
+    def __enter__(self) -> ResultsLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _lock_holder(fh: Any) -> str:
+    """The pid written in a lock file by its holder (which writes it just after locking: a short wait)."""
+    for _ in range(20):
+        fh.seek(0)
+        text = fh.read().strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "unknown"
+
+
+class ResultsWriter:
+    """Append rows to a JSONL file through one descriptor; each ``write`` is flushed and fsynced before it returns.
+
+    ``lock=True`` (default) takes the file's ``ResultsLock`` for the writer's life (``close`` releases it); pass
+    False when the caller holds it. A failed write (disk full, permission) is cut back to the rows before it and
+    raised as ``ResultsError``: every row written so far stays intact.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock: bool = True):
+        self.path = check_results_path(path)
+        self.rows_written = 0
+        self._lock = ResultsLock(self.path).acquire() if lock else None
+        try:
+            self._repair_tail()
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.close()
+            raise ResultsError(f"out: cannot write {self.path}: {exc.strerror or exc}") from None
 
     def _repair_tail(self) -> None:
         """A kill mid-write can leave a last line without its newline: end it so the next row starts clean."""
@@ -123,11 +231,44 @@ class ResultsWriter:
                 os.fsync(fh.fileno())
 
     def write(self, row: Mapping[str, Any]) -> None:
-        line = row_json(row) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if self._fd is None:
+            raise ResultsError(f"out: {self.path} is closed")
+        data = (row_json(row) + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, size)  # no partial line after the last whole row
+            except OSError:
+                pass
+            raise ResultsError(f"out: cannot write {self.path}: {exc.strerror or exc}; the {self.rows_written} "
+                               "row(s) written before it are intact") from None
+        self.rows_written += 1
+
+    def close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+        self._fd = None
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def row_json(row: Mapping[str, Any]) -> str:
@@ -151,10 +292,13 @@ def _jsonable(value: Any) -> Any:
 class ReadResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "path:line: what is wrong", one per skipped line
+    lines: list[int] = field(default_factory=list)  # the line number of each row in its file
 
 
 def read_rows(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> ReadResult:
-    """Read rows from one or more JSONL files; corrupt or unknown lines are reported in ``problems``, not fatal."""
+    """Read rows from one or more JSONL files. A line that is not JSON, not a gatebench row, of another schema
+    version, without an identifying column or with a wrong-typed or impossible value (``schema.row_problem``) is
+    reported in ``problems`` as ``path:line: what`` and left out; none is fatal."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     result = ReadResult()
@@ -163,7 +307,7 @@ def read_rows(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError as exc:
-            result.problems.append(f"{path}: cannot read: {exc}")
+            result.problems.append(f"{path}: cannot read: {exc.strerror or exc}")
             continue
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -173,19 +317,28 @@ def read_rows(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
             except json.JSONDecodeError as exc:
                 result.problems.append(f"{path}:{number}: not JSON ({exc.msg})")
                 continue
-            if not isinstance(row, dict) or row.get("kind") not in KINDS:
-                result.problems.append(f"{path}:{number}: not a gatebench row (no 'kind' timing/recovery)")
+            problem = row_problem(row)
+            if problem:
+                result.problems.append(f"{path}:{number}: {problem}")
                 continue
             result.rows.append(row)
+            result.lines.append(number)
     return result
 
 
-def completed_case_ids(path: str | os.PathLike[str]) -> set[str]:
-    """Case ids already recorded in ``path`` (any status), for ``--resume``."""
+def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The newest row of each case id (the last one in file order: a resumed run appends its reruns)."""
+    return {row["case_id"]: row for row in rows}
+
+
+def completed_case_ids(path: str | os.PathLike[str], *, retry_skipped: bool = False) -> set[str]:
+    """Case ids done in ``path``, for ``--resume``: the newest row of the case is ``ok``, or ``skipped`` unless
+    ``retry_skipped``. A case whose newest row failed is not done; unusable rows (``read_rows``) do not count."""
     path = Path(path)
     if not path.exists():
         return set()
-    return {row["case_id"] for row in read_rows(path).rows if "case_id" in row}
+    done = ("ok",) if retry_skipped else ("ok", "skipped")
+    return {cid for cid, row in latest_rows(read_rows(path).rows).items() if row["status"] in done}
 
 
 def make_row(

@@ -21,8 +21,8 @@ from typing import Any
 
 __all__ = [
     "SCHEMA_VERSION", "KINDS", "STATUSES", "Column", "RowKind", "COMMON", "TIMING", "RECOVERY", "ROW_KINDS",
-    "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "RECOVERY_KEYS", "RECOVERY_METRICS", "row_kind", "check_values",
-    "reader_dtypes",
+    "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "RECOVERY_KEYS", "RECOVERY_METRICS", "IDENTIFYING", "row_kind",
+    "check_values", "row_problem", "reader_dtypes",
 ]
 
 SCHEMA_VERSION = 1
@@ -133,6 +133,12 @@ RECOVERY = RowKind(
 )
 
 ROW_KINDS: dict[str, RowKind] = {kind.name: kind for kind in (TIMING, RECOVERY)}
+# What a row read back must have to be used (a report, a comparison, ``--resume``): who made it and which case.
+IDENTIFYING: tuple[str, ...] = ("gate", "framework", "case_id", "status", "schema", "suite")
+# Times, sizes and counts: never negative.
+_NON_NEGATIVE = frozenset(
+    [column.name for column in TIMING.statistics if column.dtype in ("float64", "Int64")]
+    + [column.name for column in RECOVERY.statistics if column.unit == "ms"] + ["batch", "input_dim", "experts", "k"])
 
 COMMON_KEYS: tuple[str, ...] = tuple(column.name for column in COMMON)
 TIMING_KEYS: tuple[str, ...] = TIMING.key_names
@@ -166,6 +172,21 @@ def _fits(dtype: str, value: Any) -> bool:
 _EXPECTED = {"string": "a string", "Int64": "an integer", "float64": "a number", "object": "a list or a dict"}
 
 
+def _value_problem(column: Column, value: Any) -> str | None:
+    """What is wrong with ``value`` in ``column`` (its dtype; no negative time, size or count), else None."""
+    if value is None:
+        return "expected a value; got None" if column.name in _REQUIRED else None
+    if not _fits(column.dtype, value):
+        return f"expected {_EXPECTED[column.dtype]}; got {value!r}"
+    if column.name in _NON_NEGATIVE and value < 0:
+        return f"expected a number >= 0; got {value!r}"
+    if column.name in ("samples_ms", "sample_rounds"):
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0]
+        if bad:
+            return f"expected a list of numbers >= 0; got {bad[0]!r} in it"
+    return None
+
+
 def check_values(kind: str, values: Mapping[str, Any]) -> None:
     """Raise ValueError for a declared column of ``kind`` whose value does not fit its dtype, or a status that
     is not one of ``STATUSES``. Undeclared columns pass."""
@@ -179,6 +200,34 @@ def check_values(kind: str, values: Mapping[str, Any]) -> None:
         if not _fits(column.dtype, value):
             raise ValueError(f"{name}: expected {_EXPECTED[column.dtype]} (a {kind} row's {column.dtype} column); "
                              f"got {value!r}")
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a row read from a results file cannot be used (None when it can): not a row of a known kind, an
+    identifying column missing (``IDENTIFYING``), another ``SCHEMA_VERSION``, an unknown status, a value that
+    does not fit its column, a negative time, size or count, ``samples_ms`` and ``sample_rounds`` of unequal
+    length. Readers leave such rows out of reports, comparisons and ``--resume`` alike."""
+    if not isinstance(row, Mapping) or row.get("kind") not in KINDS:
+        return "not a gatebench row (no 'kind' timing/recovery)"
+    kind = row["kind"]
+    missing = [name for name in IDENTIFYING if row.get(name) in (None, "")]
+    if missing:
+        return f"{kind} row without {', '.join(missing)}"
+    version = row["schema"]
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral):
+        return f"column 'schema': expected an integer; got {version!r}"
+    if version != SCHEMA_VERSION:
+        return f"a schema {version} row; this gatebench reads schema {SCHEMA_VERSION} rows only"
+    if row["status"] not in STATUSES:
+        return f"column 'status': expected one of {', '.join(STATUSES)}; got {row['status']!r}"
+    for column in row_kind(kind).columns:
+        problem = _value_problem(column, row.get(column.name))
+        if problem:
+            return f"column {column.name!r}: {problem}"
+    samples, rounds = row.get("samples_ms"), row.get("sample_rounds")
+    if samples is not None and rounds is not None and len(samples) != len(rounds):
+        return f"samples_ms has {len(samples)} entries and sample_rounds {len(rounds)}; expected as many"
+    return None
 
 
 def reader_dtypes() -> dict[str, str]:

@@ -27,8 +27,10 @@ or input width (None), so the shapes that differ only in those give one static c
 A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)`` and takes
 no ``[settings]``.
 
-``load_suite`` checks everything before any case runs: the settings' types and ranges (``TimingSettings``) and
-every grid (expanded once, into ``Suite.cases``); a bad value is a ValueError naming the key and the file.
+``load_suite`` checks everything before any case runs: the top-level keys (``TIMING_SUITE_KEYS``), the name (a
+plain file name: it names the results file), the settings' types and ranges (``TimingSettings``) and every grid
+(expanded once, into ``Suite.cases``); a bad value is a ValueError naming the key and the file. A grid of more
+than ``CONFIRM_CASES`` cases (counted before expanding) needs ``yes=True``.
 Only the standard library and NumPy are used here (``tomllib``), so the GPU machine can expand suites.
 """
 
@@ -39,6 +41,7 @@ import itertools
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +58,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "Suite", "TimingSettings", "DEFAULT_SETTINGS", "KINDS", "SUITES_DIR", "load_suite", "resolve_suite",
-    "find_suites", "expand", "expand_grid", "filter_params", "FILTER_KEYS",
+    "find_suites", "expand", "expand_grid", "filter_params", "FILTER_KEYS", "TIMING_SUITE_KEYS", "WARN_CASES",
+    "CONFIRM_CASES", "count_cases",
 ]
 
 KINDS: tuple[str, ...] = ("timing", "recovery")
@@ -87,6 +91,7 @@ class TimingSettings(Mapping[str, Any]):
     ci_width: float = 0.05  # adaptive: relative width (hi - lo) / ratio of the 95% CI of each ratio to Top-k
     max_rounds: int = 40  # adaptive: at most this many rounds
     max_seconds: float = 120.0  # adaptive: at most this long per group of cases
+    case_timeout_s: float | None = None  # --isolate: a case's worker is killed after this long (None: no limit)
 
     def __post_init__(self) -> None:
         for name in ("warmup_ms", "rep_ms"):
@@ -94,7 +99,15 @@ class TimingSettings(Mapping[str, Any]):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
                     or value < 0:
                 raise ValueError(f"{name}: expected a finite number >= 0 (milliseconds); got {value!r}")
+            if name == "rep_ms" and value == 0:
+                raise ValueError("rep_ms: expected a finite number > 0 (milliseconds: the timed budget); got 0")
             object.__setattr__(self, name, float(value))
+        timeout = self.case_timeout_s
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not math.isfinite(timeout) \
+                    or timeout <= 0:
+                raise ValueError(f"case_timeout_s: expected a finite number > 0 (seconds); got {timeout!r}")
+            object.__setattr__(self, "case_timeout_s", float(timeout))
         for name, low in (("min_reps", 1), ("max_reps", max(1, _int_or(self.min_reps, 1))),
                           ("max_reference_bytes", 0), ("threads", 1), ("rounds", 1), ("round_seed", 0),
                           ("max_rounds", max(1, _int_or(self.rounds, 1)))):
@@ -153,6 +166,10 @@ _SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Timin
 DEFAULT_SETTINGS = TimingSettings()
 _GRID_LISTS = ("gate", "framework", "device", "impl", "mode", "gating", "dtype")
 _SHAPE_KEYS = ("batch", "input_dim", "experts", "k")
+TIMING_SUITE_KEYS: tuple[str, ...] = ("name", "kind", "description", "settings", "grid")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+WARN_CASES = 10_000  # the command line warns above this many cases
+CONFIRM_CASES = 100_000  # load_suite needs yes=True (--yes) above this many
 FILTER_KEYS: tuple[str, ...] = ("gate", "framework", "device", "impl", "mode", "gating", "dtype", "experts")
 
 
@@ -207,8 +224,10 @@ def resolve_suite(name_or_path: str | os.PathLike[str]) -> Path:
     raise ValueError(f"suite: expected a TOML file or a suite name (known: {known}); got {str(name_or_path)!r}")
 
 
-def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
-    """Read and check a suite (a path, a name, or an already parsed dict): settings, grids and every case."""
+def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any], *, yes: bool = False) -> Suite:
+    """Read and check a suite (a path, a name, or an already parsed dict): top-level keys, name, settings, grids
+    and every case. A timing suite of more than ``CONFIRM_CASES`` cases (counted before expanding) needs
+    ``yes=True``; above ``WARN_CASES`` the command line warns."""
     path = None
     if isinstance(name_or_path, Mapping):
         raw = dict(name_or_path)
@@ -218,20 +237,60 @@ def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> Suit
             raw = _toml.loads(path.read_text(encoding="utf-8"))
         except _toml.TOMLDecodeError as exc:
             raise ValueError(f"suite: {path} is not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"suite: cannot read {path}: {exc}") from None
     kind = raw.get("kind", "timing")
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {kind!r}")
     name = raw.get("name") or (path.stem if path else None)
-    if not name or not isinstance(name, str):
-        raise ValueError(f"name: expected a non-empty string naming the suite; got {name!r}")
     source = str(path) if path else f"suite {name!r}"
+    _check_name(name, source)
+    if not isinstance(raw.get("description", ""), str):
+        raise ValueError(f"description: expected a string; got {raw['description']!r} (in {source})")
     if kind == "recovery":
         settings, found = None, tuple(recovery_suite.expand(raw))
     else:
+        unknown = sorted(set(raw) - set(TIMING_SUITE_KEYS))
+        if unknown:
+            raise ValueError(f"suite: unknown keys {unknown}; expected some of {list(TIMING_SUITE_KEYS)} "
+                             f"(in {source})")
         settings = TimingSettings.from_json(raw.get("settings", {}), source)
-        found = tuple(_expand_grids(_grid_tables(raw.get("grid"), source), source))
+        grids = _grid_tables(raw.get("grid"), source)
+        _check_count(grids, source, yes)
+        found = tuple(_expand_grids(grids, source))
     return Suite(name=name, kind=kind, settings=settings, raw=raw, path=path,
                  description=str(raw.get("description", "")), cases=found)
+
+
+def _check_name(name: Any, source: str) -> None:
+    """A suite name names its results file (``OUT/<name>.jsonl``): a plain file name, no folder, no ``..``."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name: expected a non-empty string naming the suite; got {name!r} (in {source})")
+    if not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"name: expected a plain file name (letters, digits, '_', '-', '.'; no '/' or '..'); "
+                         f"got {name!r} (in {source})")
+
+
+def count_cases(grids: Sequence[Mapping[str, Any]]) -> int:
+    """How many cases the grids give at most (the product of their lists; before dropping impls that do not apply
+    and duplicates), counted without expanding them."""
+    total = 0
+    for grid in grids:
+        if not isinstance(grid, Mapping):
+            continue
+        size = 1
+        for key in (*_GRID_LISTS, *_SHAPE_KEYS, "shapes"):
+            value = grid.get(key)
+            size *= len(value) if isinstance(value, (list, tuple)) and value else 1
+        total += size
+    return total
+
+
+def _check_count(grids: Sequence[Mapping[str, Any]], source: str, yes: bool) -> None:
+    count = count_cases(grids)
+    if count > CONFIRM_CASES and not yes:
+        raise ValueError(f"suite: about {count:,} cases (over {CONFIRM_CASES:,}) in {source}; pass --yes to plan "
+                         "and run a grid this large")
 
 
 def _grid_tables(grids: Any, source: str) -> list[Mapping[str, Any]]:
@@ -248,7 +307,7 @@ def _grid_tables(grids: Any, source: str) -> list[Mapping[str, Any]]:
 
 
 def _expand_grids(grids: Sequence[Mapping[str, Any]], source: str) -> list[Case]:
-    """The union of the grids' cases, first occurrence kept, in order."""
+    """The union of the grids' cases, first occurrence kept, in order; errors name the grid and the file."""
     seen: dict[Case, None] = {}
     for number, grid in enumerate(grids, 1):
         try:
@@ -257,6 +316,8 @@ def _expand_grids(grids: Sequence[Mapping[str, Any]], source: str) -> list[Case]
         except TypeError as exc:  # a value of a type no key takes (a table where a list is expected, ...)
             raise ValueError(f"grid: expected scalars or lists of scalars; got {exc} in grid {number} "
                              f"(in {source})") from None
+        except ValueError as exc:
+            raise ValueError(f"{exc} (grid {number} in {source})") from None
     return list(seen)
 
 

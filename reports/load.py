@@ -9,10 +9,11 @@ Three inputs are understood, in any mix:
   ``--benchmark-save-data``) become ``samples_ms``;
 - a directory: every ``*.jsonl`` and ``*.json`` file in it, recursively.
 
-One frame holds every row: one row per case, the columns of ``SCHEMA`` (always present, with their dtypes)
-plus any unknown extra columns, kept as they came. Lines that are not JSON, rows of an unknown kind and rows
-that lack a required column are listed in ``Loaded.problems`` (``"path:line: what"``) and skipped, never
-fatal.
+One frame holds every row: one row per case (of a JSONL file: the case's newest row, the one a resumed run
+appended last), the columns of ``SCHEMA`` (always present, with their dtypes) plus any unknown extra columns,
+kept as they came. Lines that are not JSON, rows of an unknown kind or of another schema version, rows that lack
+an identifying column and rows with a wrong-typed or impossible value (``harness.schema.row_problem``) are
+listed in ``Loaded.problems`` (``"path:line: what"``) and left out, never fatal.
 """
 
 from __future__ import annotations
@@ -92,21 +93,15 @@ def _is_pytest_benchmark(path: Path) -> bool:
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of one JSONL file with their line numbers; ``read_rows`` reports the corrupt lines."""
+    """The usable rows of one JSONL file with their line numbers, the newest row of each case only (a resumed run
+    appends its reruns after the old rows); ``read_rows`` reports the unusable lines as ``path:line: what``."""
     result = read_rows(path)
-    rows: list[dict[str, Any]] = []
-    # read_rows skips blank and bad lines; recover line numbers by re-walking the valid JSON lines.
-    numbers: list[int] = []
-    for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and obj.get("kind") in KINDS:
-            numbers.append(number)
-    for row, number in zip(result.rows, numbers, strict=False):
-        rows.append({**row, "source": str(path), "line": number})
-    return rows, list(result.problems)
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row, number in zip(result.rows, result.lines, strict=True):
+        key = (row.get("kind"), row.get("suite"), row.get("case_id"))
+        newest.pop(key, None)  # the rerun's row stands where it was written, after the old one
+        newest[key] = {**row, "source": str(path), "line": number}
+    return list(newest.values()), list(result.problems)
 
 
 def _read_pytest_benchmark(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -27,7 +27,10 @@ import typer
 from gatebench.cli.common import console as _console
 from harness.env import quiet_frameworks
 
-_QUICK_HELP = "Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clusters, 150 steps)."
+_QUICK_HELP = ("Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clusters, 150 steps, 512 samples) for "
+               "the options not given.")
+# The single run's problem size when neither the option nor --quick gives it.
+DEFAULTS = {"experts": 16, "k": 4, "tasks": 32, "clusters": 8}
 
 
 def register(app: typer.Typer) -> None:
@@ -35,10 +38,12 @@ def register(app: typer.Typer) -> None:
     def recover(
         gate: Annotated[str, typer.Option(help="softmax, topk, dselect_k or hard_concrete.")] = "dselect_k",
         framework: Annotated[str, typer.Option(help="torch or tf.")] = "torch",
-        experts: Annotated[int, typer.Option(help="Number of experts n.")] = 16,
-        k: Annotated[int, typer.Option(help="Planted support size k (and the gates' k).")] = 4,
-        tasks: Annotated[int, typer.Option(help="Tasks T (static gating; 1 for per_example).")] = 32,
-        clusters: Annotated[int, typer.Option(help="Clusters C: of tasks (static) or of inputs (per_example).")] = 8,
+        experts: Annotated[int | None, typer.Option(help="Number of experts n (default 16).")] = None,
+        k: Annotated[int | None, typer.Option(help="Planted support size k (and the gates' k; default 4).")] = None,
+        tasks: Annotated[int | None, typer.Option(help="Tasks T (static gating; 1 for per_example; default 32).")
+                         ] = None,
+        clusters: Annotated[int | None, typer.Option(
+            help="Clusters C: of tasks (static) or of inputs (per_example; default 8).")] = None,
         seeds: Annotated[int, typer.Option(help="Number of seeds (0..S-1).")] = 10,
         steps: Annotated[int | None, typer.Option(help="Training steps (default: the problem's).")] = None,
         gating: Annotated[str, typer.Option(help="static (multi-task) or per_example.")] = "static",
@@ -57,7 +62,8 @@ def register(app: typer.Typer) -> None:
         suite: Annotated[Path | None, typer.Option(help="Run this recovery suite file instead of one gate.")] = None,
         out: Annotated[Path | None, typer.Option(
             help="Results of --suite: a .jsonl file, or a folder (then OUT/<suite name>.jsonl).")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="With --suite: skip cases already in --out.")] = False,
+        resume: Annotated[bool, typer.Option(
+            "--resume", help="With --suite: skip cases done in --out (newest row ok or skipped).")] = False,
         fresh: Annotated[bool, typer.Option(
             "--fresh", help="With --suite: move an existing --out aside (*.bak) and start over.")] = False,
         report: Annotated[Path | None, typer.Option(help="Summarise this recovery results file instead.")] = None,
@@ -73,9 +79,9 @@ def register(app: typer.Typer) -> None:
             elif suite is not None:
                 _suite(suite, out, resume, fresh, console)
             else:
-                knobs = {"gating": gating, "experts_mode": experts_mode, "experts": experts, "k": k,
-                         "tasks": tasks, "clusters": clusters}
-                optional = {"steps": steps, "input_dim": input_dim, "samples": samples, "noise": noise,
+                knobs = {"gating": gating, "experts_mode": experts_mode}
+                optional = {"experts": experts, "k": k, "tasks": tasks, "clusters": clusters,
+                            "steps": steps, "input_dim": input_dim, "samples": samples, "noise": noise,
                             "expert_correlation": expert_correlation, "lr": lr, "entropy_reg": entropy_reg,
                             "l0_reg": l0_reg, "gamma": gamma}
                 problem = _problem(gate, framework, baseline, seeds, quick, knobs, optional)
@@ -87,7 +93,9 @@ def register(app: typer.Typer) -> None:
 
 def _problem(gate: str, framework: str, baseline: str | None, seeds: int, quick: bool, knobs: dict,
              optional: dict):
-    """The checked problem of a single run: the knobs, QUICK's over them with --quick, then the given options."""
+    """The checked problem of a single run: the knobs, then each option given on the command line; an option not
+    given takes QUICK's value with --quick, else its default (``DEFAULTS``, else the problem's). Whatever the
+    source, the problem checks every value."""
     from harness.recovery.problem import QUICK, RecoveryProblem
     from harness.recovery.run import check_framework, check_gate
 
@@ -97,7 +105,8 @@ def _problem(gate: str, framework: str, baseline: str | None, seeds: int, quick:
         check_gate(baseline)
     if isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds: expected an integer >= 1; got {seeds!r}")
-    knobs = {**knobs, **(QUICK if quick else {})}
+    fallback = {**DEFAULTS, **(QUICK if quick else {})}
+    knobs = {**knobs, **fallback}
     knobs.update({key: value for key, value in optional.items() if value is not None})
     return RecoveryProblem(**knobs)
 
@@ -138,7 +147,8 @@ def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> 
 
     from rich.progress import Progress
 
-    from harness.runner import run_suite
+    from harness.results import read_rows
+    from harness.runner import results_path, run_suite
     from harness.suite import load_suite
 
     if out is None:
@@ -148,13 +158,23 @@ def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> 
         raise ValueError(f"suite: expected a recovery suite (kind = \"recovery\"); {path} has kind {loaded.kind!r}"
                          " (run it with gatebench run)")
     start = time.perf_counter()
-    with Progress(console=console) as progress:
-        bar = progress.add_task(f"recovery suite {loaded.name}", total=None)
-        summary = run_suite(loaded, out, resume=resume, fresh=fresh,
-                            on_plan=lambda tasks, resumed: progress.update(bar, total=len(tasks)),
-                            on_row=lambda row: progress.advance(bar))
+    try:
+        with Progress(console=console) as progress:
+            bar = progress.add_task(f"recovery suite {loaded.name}", total=None)
+            summary = run_suite(loaded, out, resume=resume, fresh=fresh,
+                                on_plan=lambda tasks, resumed: progress.update(bar, total=len(tasks)),
+                                on_row=lambda row: progress.advance(bar))
+    except KeyboardInterrupt:
+        results = results_path(loaded, out)
+        kept = len(read_rows(results).rows) if results.exists() else 0
+        console.print(f"interrupted: {kept} rows kept in {results}; continue with: gatebench recover --suite {path}"
+                      f" --out {out} --resume")
+        raise typer.Exit(code=130) from None
     console.print(f"{summary.count('ok')} ok, {summary.count('failed')} failed, {summary.resumed} already done; "
                   f"{time.perf_counter() - start:.1f} s -> {summary.path}")
+    if summary.still_failed:
+        console.print(f"{summary.still_failed} case(s) still failed; --resume runs them again")
+        raise typer.Exit(code=1)
 
 
 def _report(path: Path, as_json: bool) -> None:

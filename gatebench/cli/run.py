@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from gatebench.cli.common import console as _console
+from gatebench.plain import interrupted_line
 from harness.env import quiet_frameworks
 
 _FILTER_HELP = "Only cases with this {} (repeat for several)."
@@ -25,9 +26,15 @@ def run(
     suite: Annotated[str, typer.Argument(help="A suite TOML file, or the name of one in suites/.")],
     out: Annotated[Path, typer.Option(help="Results folder (the file is OUT/<suite>.jsonl) or a .jsonl path.")] = Path(
         "results"),
-    resume: Annotated[bool, typer.Option(help="Skip the cases already recorded in the results file.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Skip the cases done in the results file (newest row ok or skipped); failed cases run again.")] = False,
+    retry_skipped: Annotated[bool, typer.Option(help="With --resume: run the skipped cases again too.")] = False,
     fresh: Annotated[bool, typer.Option(help="Move an existing results file aside and start over.")] = False,
     isolate: Annotated[bool, typer.Option(help="Run each case in its own subprocess.")] = False,
+    case_timeout: Annotated[float | None, typer.Option(
+        help="With --isolate: kill a case's subprocess after this many seconds (a failed row; default: the "
+             "suite's case_timeout_s, else no limit).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a suite of more than 100,000 cases.")] = False,
     gate: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gate"))] = None,
     framework: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("framework"))] = None,
     device: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("device (cpu, gpu)"))] = None,
@@ -45,23 +52,51 @@ def run(
         help="fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
              "ci_width).")] = None,
 ) -> None:
-    """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes."""
-    quiet_frameworks()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes.
 
-    from harness.executors import InProcessExecutor, SubprocessExecutor
-    from harness.machine import oversubscribed
-    from harness.runner import run_suite
-    from harness.suite import load_suite
+    Exit 0 when no case is failed; 1 when a planned case's newest row is failed (a later --resume runs it
+    again); 2 on a bad argument, a results file that cannot be written or is locked by another run; 130 when
+    interrupted (the rows written so far are kept)."""
+    quiet_frameworks()
+    from harness.executors import make_executor
+    from harness.results import ResultsError
+    from harness.runner import results_path
+    from harness.suite import WARN_CASES, load_suite
 
     console = _console()
     try:
-        loaded = load_suite(suite).with_settings(threads=threads, rounds=rounds, stop=stop)
+        loaded = load_suite(suite, yes=yes).with_settings(threads=threads, rounds=rounds, stop=stop)
+        executor = make_executor(isolate, case_timeout, loaded.settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SUITE") from exc
+    if len(loaded.cases) > WARN_CASES:
+        console.print(f"[yellow]warning:[/yellow] {loaded.name} has {len(loaded.cases):,} cases (over "
+                      f"{WARN_CASES:,}); filters (--gate, --framework, ...) run a part of it")
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
-    executor = SubprocessExecutor() if isolate else InProcessExecutor()
+    options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
+               "threads": threads, "rounds": rounds, "stop": stop, **filters}
+    try:
+        summary = _run_with_progress(console, loaded, out, filters, executor, resume=resume, fresh=fresh,
+                                     retry_skipped=retry_skipped)
+    except ResultsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out/--resume/--fresh") from exc
+    except KeyboardInterrupt:
+        console.print(interrupted_line(results_path(loaded, out), suite, out, options))
+        raise typer.Exit(code=130) from None
+    _print_summary(console, summary, loaded.kind)
+    if summary.still_failed:
+        raise typer.Exit(code=1)
+
+
+def _run_with_progress(console, loaded, out: Path, filters: dict, executor, **modes: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.runner import run_suite
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
         bar = progress.add_task(loaded.name, total=None, last="")
@@ -76,21 +111,21 @@ def run(
             if row["status"] == "failed":
                 progress.console.print(f"[red]failed[/red] {row['case_id']}: {row.get('error')}")
 
-        try:
-            summary = run_suite(loaded, out, resume=resume, fresh=fresh, executor=executor, filters=filters,
-                                on_plan=on_plan, on_row=on_row)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--out/--resume/--fresh") from exc
-    console.print(_summary_table(summary.rows, loaded.kind))
+        return run_suite(loaded, out, executor=executor, filters=filters, on_plan=on_plan, on_row=on_row, **modes)
+
+
+def _print_summary(console, summary, kind: str) -> None:
+    from harness.machine import oversubscribed
+
+    console.print(_summary_table(summary.rows, kind))
     console.print(f"{summary.path}: {len(summary.rows)} run ({summary.count('ok')} ok, {summary.count('failed')} "
-                  f"failed, {summary.count('skipped')} skipped), {summary.resumed} already done")
+                  f"failed, {summary.count('skipped')} skipped), {summary.resumed} already done"
+                  + (f"; {summary.still_failed} case(s) still failed" if summary.still_failed else ""))
     busy = oversubscribed(summary.rows)
     if busy:
         console.print(f"[yellow]warning:[/yellow] the machine was oversubscribed while {busy['cases']} case(s) ran "
                       f"(load average up to {busy['load']:.1f} on {busy['cores']} usable core(s)): their timings "
                       "are noisy; the report and compare do not judge them")
-    if summary.count("failed"):
-        raise typer.Exit(code=1)
 
 
 def _short(row: dict[str, Any]) -> str:
