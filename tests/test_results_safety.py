@@ -380,3 +380,18 @@ def test_recover_rejects_bad_values_with_or_without_quick():
     for extra in ([], ["--quick"]):
         result = CliRunner().invoke(app, ["recover", "--experts", "1", "--seeds", "1", *extra])
         assert result.exit_code == 2 and "experts: expected an integer >= 2" in " ".join(result.output.split())
+
+
+def test_the_command_line_says_what_is_wrong_with_out_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from gatebench.cli import app
+
+    (tmp_path / "file.txt").write_text("x")
+    suite = _suite_file(tmp_path)
+    for out, what in ((tmp_path / "file.txt" / "sub", "is a file, so"), (tmp_path, "already has rows")):
+        if what == "already has rows":
+            (tmp_path / "safe.jsonl").write_text(json.dumps(make_row("timing", "safe", {"gate": "x"}, "ok")) + "\n")
+        result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and what in text and "Traceback" not in text, result.output

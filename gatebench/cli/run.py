@@ -66,9 +66,12 @@ def run(
     console = _console()
     try:
         loaded = load_suite(suite, yes=yes).with_settings(threads=threads, rounds=rounds, stop=stop)
-        executor = make_executor(isolate, case_timeout, loaded.settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SUITE") from exc
+    try:
+        executor = make_executor(isolate, case_timeout, loaded.settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--case-timeout") from exc
     if len(loaded.cases) > WARN_CASES:
         console.print(f"[yellow]warning:[/yellow] {loaded.name} has {len(loaded.cases):,} cases (over "
                       f"{WARN_CASES:,}); filters (--gate, --framework, ...) run a part of it")
