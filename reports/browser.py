@@ -73,7 +73,7 @@ def check_report(
     *,
     chromium: str | None = None,
     timeout_s: float = 90.0,
-    width: int = 1280,
+    width: int = 1400,
     height: int = 2400,
 ) -> BrowserCheck:
     """Load ``index_html`` in headless Chromium and return what it saw (see the module docstring)."""
@@ -134,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.browser", description=main.__doc__)
     parser.add_argument("index_html")
     parser.add_argument("--screenshot", default=None)
+    parser.add_argument("--width", type=int, default=1400, help="window width in pixels (default 1400)")
+    parser.add_argument("--height", type=int, default=5000, help="window height in pixels (default 5000)")
     args = parser.parse_args(argv)
     try:
-        check = check_report(args.index_html, args.screenshot, height=5000)
+        check = check_report(args.index_html, args.screenshot, width=args.width, height=args.height)
     except (RuntimeError, ValueError) as exc:
         print(f"cannot check {args.index_html}: {exc}")
         return 2

@@ -1,10 +1,15 @@
-"""Figures of a report (seaborn on long-form rows), each returned as PNG bytes.
+"""Figures of a report (matplotlib and seaborn on long-form rows), each returned as PNG bytes (150 dpi).
 
-- ``time_vs_experts`` / ``time_vs_batch``: median time (log scale) against the number of experts or the batch,
-  ``hue`` = gate (with its implementation), ``style`` = framework, one panel per mode. The other shape columns
-  are held at their most common value so that each line varies one thing.
-- ``forward_backward``: median time per gate, bars per mode (fwd / bwd / fwdbwd), a panel per framework.
-- ``torch_vs_tf``: median time per gate, bars per framework, a panel per mode (only with both frameworks).
+Every timing figure shows the spread of the raw samples: a point at the median and a line from the 25th to the
+75th percentile of ``samples_ms`` (the IQR; ``p20_ms`` / ``p80_ms`` when a row kept no samples), on a log axis
+(times of one figure span orders of magnitude), never bars. Legends sit outside the data, to the right.
+
+- ``time_vs_experts`` / ``time_vs_batch``: median time against the number of experts or the batch size (log-log),
+  a line per gate and framework with its IQR band, a panel per mode that has two or more sizes. The other shape
+  columns are held at their most common value (named in the caption), so that each line varies one thing.
+- ``forward_backward``: median time per gate, a point per mode (fwd / bwd / fwdbwd), a panel per framework and
+  gating (static and per-example both drawn).
+- ``torch_vs_tf``: the same gate in each framework, a panel per mode and gating (only with both frameworks).
 - ``recovery_f1``: recovery F1 per gate: every seed as a point, the mean with a 95% interval, hue = framework.
 - ``support_stability``: see ``support_stability``.
 
@@ -14,12 +19,20 @@ A figure whose data are absent is left out (the report lists what it skipped and
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .tables import SHAPE_KEYS
+
+DPI = 150
+FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow"}
+MODE_NAMES = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backward"}
+GATING_NAMES = {"static": "static", "per_example": "per-example"}
+TIME_LABEL = "time per call (ms, log scale)"
+SPREAD_NOTE = "Points: median of the raw samples; lines: their interquartile range (25th-75th percentile)."
 
 
 @dataclass
@@ -43,11 +56,22 @@ def _setup():
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return buf.getvalue()
+
+
+def _quartiles(row: pd.Series) -> tuple[float, float]:
+    """The 25th and 75th percentile of the row's raw samples (``p20_ms`` / ``p80_ms`` without samples)."""
+    samples = row.get("samples_ms")
+    if isinstance(samples, (list, tuple, np.ndarray)) and len(samples) >= 2:
+        lo, hi = np.percentile(np.asarray(samples, dtype=float), [25, 75])
+        return float(lo), float(hi)
+    med = float(row["median_ms"])
+    lo, hi = row.get("p20_ms"), row.get("p80_ms")
+    return (float(lo) if pd.notna(lo) else med), (float(hi) if pd.notna(hi) else med)
 
 
 def _timing(frame: pd.DataFrame) -> pd.DataFrame:
@@ -60,15 +84,19 @@ def _timing(frame: pd.DataFrame) -> pd.DataFrame:
         f"{g}/{i}" if multi_impl.get(g, False) and isinstance(i, str) else str(g)
         for g, i in zip(ok["gate"], impl, strict=True)
     ]
-    ok["mode"] = ok["mode"].astype(object).where(ok["mode"].notna(), "-")
+    for col in ("mode", "gating", "framework"):
+        ok[col] = ok[col].astype(object).where(ok[col].notna(), "-")
+    ok["median_ms"] = ok["median_ms"].astype(float)
+    spread = [_quartiles(row) for _, row in ok.iterrows()]
+    ok["q25_ms"], ok["q75_ms"] = [s[0] for s in spread], [s[1] for s in spread]
     return ok
 
 
-def _hold_others(data: pd.DataFrame, vary: str | None) -> tuple[pd.DataFrame, str]:
-    """Keep the rows at the most common value of every shape column except ``vary``; say which were held."""
+def _hold_others(data: pd.DataFrame, vary: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """Keep the rows at the most common value of every shape column not in ``vary``; say which were held."""
     held = []
     for key in SHAPE_KEYS:
-        if key == vary or key not in data or data[key].nunique(dropna=True) <= 1:
+        if key in vary or key not in data or data[key].nunique(dropna=True) <= 1:
             continue
         value = data[key].mode(dropna=True).iloc[0]
         data = data[data[key] == value]
@@ -76,83 +104,152 @@ def _hold_others(data: pd.DataFrame, vary: str | None) -> tuple[pd.DataFrame, st
     return data, ", ".join(held)
 
 
+def log_ticks(ax, axis: str = "y") -> None:
+    """Readable ticks on a log axis: plain numbers at 1, 2, 5 x 10^k, no labels on the minor ticks."""
+    from matplotlib import ticker
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(ticker.NullFormatter())
+
+
+def _name(value: object) -> str:
+    text = str(value)
+    return FRAMEWORK_NAMES.get(text, MODE_NAMES.get(text, GATING_NAMES.get(text, text)))
+
+
+def _legend_outside(fig, handles, labels, title: str) -> None:
+    if handles:
+        fig.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+
+
+def _panel_grid(plt, rows: list, cols: list, width: float = 3.6, height: float = 2.9):
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
+                             squeeze=False, constrained_layout=True)
+    return fig, axes
+
+
+def _point_intervals(ax, data: pd.DataFrame, hue: str, levels: list, order: list, palette) -> dict:
+    """Median points with IQR lines, gates along x, ``hue`` levels side by side; returns the legend handles."""
+    handles = {}
+    width = 0.6 / max(len(levels), 1)
+    for j, level in enumerate(levels):
+        part = data[data[hue] == level]
+        for _, row in part.iterrows():
+            x = order.index(row["variant"]) + (j - (len(levels) - 1) / 2) * width
+            med = row["median_ms"]
+            err = [[max(med - row["q25_ms"], 0.0)], [max(row["q75_ms"] - med, 0.0)]]
+            h = ax.errorbar([x], [med], yerr=err, fmt="o", color=palette[j], capsize=3, markersize=5, lw=1.5)
+            handles[level] = h
+    ax.set_xticks(range(len(order)), order, rotation=20)
+    ax.set_yscale("log")
+    log_ticks(ax, "y")
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    return handles
+
+
+def _interval_panels(data: pd.DataFrame, held: str, *, hue: str, col: str, name: str, title: str,
+                     caption: str) -> Figure:
+    """Median time per gate with its IQR, ``hue`` side by side, a panel per ``col`` and per gating."""
+    plt, sns = _setup()
+    rows, cols = sorted(data["gating"].unique()), sorted(data[col].unique(), key=_order_key)
+    levels = sorted(data[hue].unique(), key=_order_key)
+    order = sorted(data["variant"].unique(), key=_gate_key)
+    palette = sns.color_palette("colorblind", len(levels))
+    fig, axes = _panel_grid(plt, rows, cols)
+    handles: dict = {}
+    for i, gating in enumerate(rows):
+        for j, value in enumerate(cols):
+            ax = axes[i][j]
+            part = data[(data["gating"] == gating) & (data[col] == value)]
+            handles.update(_point_intervals(ax, part, hue, levels, order, palette))
+            ax.set_title(f"{_name(value)}, {_name(gating)}", fontsize=10)
+            ax.set_ylabel(TIME_LABEL if j == 0 else "")
+    _legend_outside(fig, [handles[lv] for lv in levels if lv in handles],
+                    [_name(lv) for lv in levels if lv in handles], hue)
+    fig.suptitle(title + (f" ({held})" if held else ""))
+    full = f"{caption} {SPREAD_NOTE}" + (f" Held: {held}." if held else "")
+    return Figure(name, title, full, _png(fig))
+
+
+def _null_formatter():
+    from matplotlib import ticker
+
+    return ticker.NullFormatter()
+
+
+_ORDER = {k: i for i, k in enumerate(("torch", "tf", "fwd", "bwd", "fwdbwd", "static", "per_example"))}
+_GATES = {k: i for i, k in enumerate(("topk", "softmax", "dselect_k", "hard_concrete"))}
+
+
+def _order_key(value: object) -> tuple:
+    return (_ORDER.get(str(value), len(_ORDER)), str(value))
+
+
+def _gate_key(value: object) -> tuple:
+    return (_GATES.get(str(value).split("/")[0], len(_GATES)), str(value))
+
+
 def time_vs(frame: pd.DataFrame, x: str) -> Figure | None:
+    """Median time against ``x`` (``experts`` or ``batch``), log-log, a line per gate and framework with its IQR
+    band, a panel per mode that has two or more values of ``x``."""
     data = _timing(frame)
     if data.empty or data[x].nunique(dropna=True) < 2:
         return None
-    data, held = _hold_others(data, x)
-    data = data[data[x].notna()].astype({x: float})
-    if data[x].nunique() < 2:
+    data, held = _hold_others(data[data[x].notna()], (x,))
+    data = data.astype({x: float})
+    modes = [m for m in sorted(data["mode"].unique(), key=_order_key) if data.loc[data["mode"] == m, x].nunique() > 1]
+    if not modes:
         return None
     plt, sns = _setup()
-    grid = sns.relplot(
-        data=data,
-        x=x,
-        y="median_ms",
-        hue="variant",
-        style="framework",
-        col="mode",
-        kind="line",
-        markers=True,
-        dashes=True,
-        height=3.4,
-        aspect=1.2,
-        facet_kws={"sharey": False},
-    )
-    grid.set(xscale="log", yscale="log")
-    grid.set_axis_labels("number of experts" if x == "experts" else "batch", "median time (ms)")
-    grid.figure.suptitle(f"Time vs {x}" + (f" ({held})" if held else ""), y=1.04)
-    return Figure(
-        f"time_vs_{x}",
-        f"Time vs {x}",
-        f"Median time per call against {x}; hue = gate, style = framework, a panel per mode."
-        + (f" Held: {held}." if held else ""),
-        _png(grid.figure),
-    )
-
-
-def _bar_panels(data: pd.DataFrame, held: str, *, hue: str, col: str, log: bool, name: str, title: str,
-                caption: str) -> Figure:
-    """Median time per gate as bars, ``hue`` within a panel, a panel per ``col``."""
-    plt, sns = _setup()
-    grid = sns.catplot(
-        data=data,
-        x="variant",
-        y="median_ms",
-        hue=hue,
-        col=col,
-        kind="bar",
-        height=3.4,
-        aspect=1.3,
-        sharey=False,
-        errorbar=None,
-    )
-    grid.set_axis_labels("gate", "median time (ms)")
-    for ax in grid.axes.flat:
-        if log:
-            ax.set_yscale("log")
-        ax.tick_params(axis="x", rotation=30)
-    grid.figure.suptitle(title + (f" ({held})" if held else ""), y=1.04)
-    return Figure(name, title, caption + (f" Held: {held}." if held else ""), _png(grid.figure))
+    lines = sorted({(v, f) for v, f in zip(data["variant"], data["framework"], strict=True)},
+                   key=lambda t: (_gate_key(t[0]), _order_key(t[1])))
+    colors = dict(zip(sorted({v for v, _ in lines}, key=_gate_key), sns.color_palette("colorblind", 10), strict=False))
+    fig, axes = _panel_grid(plt, [0], modes, width=4.2, height=3.3)
+    handles = {}
+    for j, mode in enumerate(modes):
+        ax = axes[0][j]
+        for variant, fw in lines:
+            part = data[(data["mode"] == mode) & (data["variant"] == variant) & (data["framework"] == fw)]
+            part = part.sort_values(x)
+            if part[x].nunique() < 2:  # a gate timed at one size only draws no line
+                continue
+            style = "-" if fw == "torch" else "--"
+            (h,) = ax.plot(part[x], part["median_ms"], style, marker="o", color=colors[variant], ms=4)
+            ax.fill_between(part[x], part["q25_ms"], part["q75_ms"], color=colors[variant], alpha=0.2, lw=0)
+            handles[f"{variant}, {_name(fw)}"] = h
+        ax.set(xscale="log", yscale="log", title=_name(mode), ylabel=TIME_LABEL if j == 0 else "",
+               xlabel="number of experts (log scale)" if x == "experts" else "batch size (log scale)")
+        log_ticks(ax, "y")
+        ax.set_xticks(sorted(data[x].unique()), [f"{v:g}" for v in sorted(data[x].unique())])
+        ax.xaxis.set_minor_formatter(_null_formatter())
+    _legend_outside(fig, list(handles.values()), list(handles), "gate, framework")
+    what = "the number of experts" if x == "experts" else "the batch size"
+    fig.suptitle(f"Cost against {what}" + (f" ({held})" if held else ""))
+    caption = (f"Median time per call against {what}; solid: PyTorch, dashed: TensorFlow; bands: the "
+               f"interquartile range of the raw samples." + (f" Held: {held}." if held else ""))
+    return Figure(f"time_vs_{x}", f"Cost against {what}", caption, _png(fig))
 
 
 def forward_backward(frame: pd.DataFrame) -> Figure | None:
     data = _timing(frame)
     if data.empty or data["mode"].nunique() < 2:
         return None
-    data, held = _hold_others(data, None)
-    return _bar_panels(data, held, hue="mode", col="framework", log=False, name="forward_backward",
-                       title="Forward vs backward", caption="Median time of each mode per gate, a panel per framework.")
+    data, held = _hold_others(data, ("gating",))
+    return _interval_panels(data, held, hue="mode", col="framework", name="forward_backward",
+                            title="Forward vs backward",
+                            caption="Time per call of each mode per gate, a panel per framework and gating.")
 
 
 def torch_vs_tf(frame: pd.DataFrame) -> Figure | None:
     data = _timing(frame)
     if data.empty or data["framework"].nunique() < 2:
         return None
-    data, held = _hold_others(data, None)
-    return _bar_panels(data, held, hue="framework", col="mode", log=True, name="torch_vs_tf",
-                       title="PyTorch vs TensorFlow",
-                       caption="The same gate in each framework (log scale), a panel per mode.")
+    data, held = _hold_others(data, ("gating",))
+    return _interval_panels(data, held, hue="framework", col="mode", name="torch_vs_tf",
+                            title="PyTorch vs TensorFlow",
+                            caption="The same gate in each framework, a panel per mode and gating.")
 
 
 def _recovery(frame: pd.DataFrame) -> pd.DataFrame:
@@ -165,37 +262,32 @@ def recovery_f1(frame: pd.DataFrame) -> Figure | None:
         return None
     data = data[data["f1"].notna()].astype({"f1": float})
     data["gate"] = data["gate"].astype(str)
-    data["framework"] = data["framework"].astype(str)
+    data["framework"] = data["framework"].astype(str).map(lambda f: FRAMEWORK_NAMES.get(f, f))
+    order = sorted(data["gate"].unique(), key=_gate_key)
     plt, sns = _setup()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
     many = data["framework"].nunique() > 1
-    sns.stripplot(data=data, x="gate", y="f1", hue="framework", dodge=many, alpha=0.6, ax=ax, jitter=0.15)
-    sns.pointplot(
-        data=data,
-        x="gate",
-        y="f1",
-        hue="framework",
-        dodge=0.4 if many else False,
-        linestyle="none",
-        errorbar=("ci", 95),
-        markers="D",
-        ax=ax,
-        legend=False,
-        palette="dark",
-    )
+    kw = dict(data=data, x="gate", y="f1", hue="framework", order=order, ax=ax, palette="colorblind")
+    sns.stripplot(dodge=many, alpha=0.45, jitter=0.15, legend=False, **kw)
+    sns.pointplot(dodge=0.4 if many else False, linestyle="none", errorbar=("ci", 95), markers="D", capsize=0.1,
+                  **kw)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("support recovery F1")
-    ax.set_title("Recovery F1 per gate (points: seeds; diamonds: mean, 95% CI)")
+    ax.set_xlabel("gate")
+    ax.set_ylabel("F1 of the selected experts\n(1 = exactly the planted ones)")
+    ax.set_title("How well each gate finds the planted experts")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="framework")
     return Figure(
         "recovery_f1",
         "Recovery F1",
-        "Support-recovery F1 per gate: one point per seed, mean with a 95% interval.",
+        "Support-recovery F1 per gate: small points are seeds; diamonds the mean with a 95% interval.",
         _png(fig),
     )
 
 
 # List-valued columns read as a per-checkpoint trace of support changes (steps from ``eval_steps``).
 TRACE_COLUMNS: tuple[str, ...] = ("support_changes_trace", "support_stability")
+TRACE_LABELS = {"support_changes_trace": "support changes since the last checkpoint",
+                "support_stability": "support stability"}
 
 
 def _trace_column(data: pd.DataFrame) -> str | None:
@@ -203,6 +295,21 @@ def _trace_column(data: pd.DataFrame) -> str | None:
         if col in data and data[col].map(lambda v: isinstance(v, (list, tuple))).any():
             return col
     return None
+
+
+def _trace_long(data: pd.DataFrame, trace: str) -> pd.DataFrame:
+    long_rows = []
+    for _, row in data.iterrows():
+        values = row[trace]
+        if not isinstance(values, (list, tuple)):
+            continue
+        steps = row.get("eval_steps")
+        if not isinstance(steps, (list, tuple)) or len(steps) != len(values):
+            steps = list(range(1, len(values) + 1))
+        fw = FRAMEWORK_NAMES.get(str(row["framework"]), str(row["framework"]))
+        for step, v in zip(steps, values, strict=True):
+            long_rows.append({"gate": str(row["gate"]), "framework": fw, "step": float(step), "value": float(v)})
+    return pd.DataFrame(long_rows)
 
 
 def support_stability(frame: pd.DataFrame) -> Figure | None:
@@ -214,40 +321,21 @@ def support_stability(frame: pd.DataFrame) -> Figure | None:
         return None
     trace = _trace_column(data)
     plt, sns = _setup()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
     if trace is not None:
-        long_rows = []
-        for _, row in data.iterrows():
-            values = row[trace]
-            if not isinstance(values, (list, tuple)):
-                continue
-            steps = row.get("eval_steps")
-            if not isinstance(steps, (list, tuple)) or len(steps) != len(values):
-                steps = list(range(1, len(values) + 1))
-            for step, v in zip(steps, values, strict=True):
-                long_rows.append(
-                    {
-                        "gate": str(row["gate"]),
-                        "framework": str(row["framework"]),
-                        "step": float(step),
-                        "value": float(v),
-                    }
-                )
-        long = pd.DataFrame(long_rows)
-        sns.lineplot(
-            data=long, x="step", y="value", hue="gate", style="framework", errorbar=("ci", 95), ax=ax
-        )
+        sns.lineplot(data=_trace_long(data, trace), x="step", y="value", hue="gate", style="framework",
+                     errorbar=("ci", 95), ax=ax, palette="colorblind")
         ax.set_xlabel("training step")
-        ax.set_ylabel(trace.replace("_", " "))
-        caption = f"{trace} at each checkpoint, mean over seeds with a 95% band."
+        ax.set_ylabel(TRACE_LABELS.get(trace, trace.replace("_", " ")))
+        caption = f"{TRACE_LABELS.get(trace, trace)} at each checkpoint, mean over seeds with a 95% band."
     elif "support_changes" in data and data["support_changes"].notna().any():
         data = data[data["support_changes"].notna()].astype({"support_changes": float})
-        data["gate"], data["framework"] = data["gate"].astype(str), data["framework"].astype(str)
-        many = data["framework"].nunique() > 1
-        sns.stripplot(
-            data=data, x="gate", y="support_changes", hue="framework", dodge=many, jitter=0.15, ax=ax
-        )
-        ax.set_ylabel("support changes (last half)")
+        data["gate"] = data["gate"].astype(str)
+        data["framework"] = data["framework"].astype(str).map(lambda f: FRAMEWORK_NAMES.get(f, f))
+        sns.stripplot(data=data, x="gate", y="support_changes", hue="framework",
+                      order=sorted(data["gate"].unique(), key=_gate_key), dodge=data["framework"].nunique() > 1,
+                      jitter=0.15, ax=ax, palette="colorblind")
+        ax.set_ylabel("support changes, last half\n(0 = settled)")
         caption = (
             "Support changes per seed: how many times a row's selected experts changed over the last half "
             "of training (0 = the support has settled)."
@@ -256,6 +344,8 @@ def support_stability(frame: pd.DataFrame) -> Figure | None:
         plt.close(fig)
         return None
     ax.set_title("Support stability over training")
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return Figure("support_stability", "Support stability", caption, _png(fig))
 
 

@@ -47,6 +47,47 @@ SHAPE_KEYS: tuple[str, ...] = ("device", "gating", "batch", "input_dim", "expert
 CASE_KEYS: tuple[str, ...] = ("gate", "framework", "impl")
 DEFAULT_BASELINE = "topk"
 _MISSING = "-"
+# Memory everywhere in the report: KiB (peak extra bytes of one call / 1024).
+MEM_UNIT, MEM_SCALE = "KiB", 1024.0
+RUN = "run"
+
+
+def run_labels(frame: pd.DataFrame) -> pd.Series:
+    """The run each row belongs to: its results file (the shortest path tail that tells the files apart), and the
+    commit's first 7 digits when one file holds rows of several commits. Rows are compared only within a run."""
+    if frame.empty:
+        return pd.Series([], dtype=object, index=frame.index)
+    sources = frame["source"].astype(object).where(frame["source"].notna(), "-").astype(str) \
+        if "source" in frame else pd.Series("-", index=frame.index)
+    names = _short_names(sorted(set(sources)))
+    commits = frame["provenance"].map(lambda p: str(p.get("commit") or "")[:7] if isinstance(p, dict) else "") \
+        if "provenance" in frame else pd.Series("", index=frame.index)
+    several = commits.groupby(sources).nunique() > 1
+    return pd.Series(
+        [names[s] + (f"@{c}" if several.get(s, False) and c else "") for s, c in zip(sources, commits, strict=True)],
+        index=frame.index, dtype=object)
+
+
+def _short_names(paths: list[str]) -> dict[str, str]:
+    """Each path's shortest tail (``a/b.jsonl`` -> ``b.jsonl``) that no other path shares."""
+    parts = {p: p.replace("\\", "/").split("/") for p in paths}
+    out = {}
+    for path, segs in parts.items():
+        for depth in range(1, len(segs) + 1):
+            tail = "/".join(segs[-depth:])
+            if all("/".join(o[-depth:]) != tail for q, o in parts.items() if q != path):
+                break
+        out[path] = tail
+    return out
+
+
+def duplicate_cases(frame: pd.DataFrame) -> list[str]:
+    """One line per timing case id that appears more than once in one run (the last row is the one used)."""
+    ok = frame[frame["kind"] == "timing"] if "kind" in frame else frame
+    if ok.empty or "case_id" not in ok:
+        return []
+    counts = ok.assign(_run=run_labels(ok)).groupby(["_run", "case_id"], dropna=True).size()
+    return [f"{cid} appears {n} times in {run} (the last row is used)" for (run, cid), n in counts.items() if n > 1]
 
 
 def parse_baseline(baseline: str) -> tuple[str, str | None]:
@@ -70,6 +111,7 @@ def _keyed(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 
 _TIMING_COLUMNS: tuple[str, ...] = (
+    RUN,
     *SHAPE_KEYS,
     "mode",
     *CASE_KEYS,
@@ -101,7 +143,8 @@ def timing_table(
 ) -> pd.DataFrame:
     """The timing comparison (see the module docstring): one row per ok timing case.
 
-    Columns: the shape keys, ``mode``, the case keys, ``median_ms``, ``iqr_ms``, ``n_samples``, ``rounds`` (the
+    Columns: ``run`` (``run_labels``: a case is compared only with the baseline of its own run), the shape keys,
+    ``mode``, the case keys, ``median_ms``, ``iqr_ms``, ``n_samples``, ``rounds`` (the
     row's rounds, NaN without ``sample_rounds``), ``baseline``, ``ratio``, ``ci_low``, ``ci_high``, ``p_value``
     (NaN for per-round ratios: the interval decides), ``method``, ``mark``, ``flags`` (the row's and its
     baseline's, ``"noisy, inconsistent"``), ``peak_mem_bytes``, ``mem_ratio``.
@@ -112,9 +155,9 @@ def timing_table(
     columns = list(_TIMING_COLUMNS)
     if ok.empty:
         return pd.DataFrame(columns=columns)
-    ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
+    ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS]).assign(**{RUN: run_labels(ok)})
     rows = [row for _, row in ok.iterrows()]
-    pairing = Pairing(rows, (*SHAPE_KEYS, "mode", *CASE_KEYS), {"gate": base_gate}, pinned_impl=base_impl)
+    pairing = Pairing(rows, (RUN, *SHAPE_KEYS, "mode", *CASE_KEYS), {"gate": base_gate}, pinned_impl=base_impl)
     inconsistent = inconsistent_pairs(rows)
     out_rows = []
     for row in rows:
@@ -165,7 +208,7 @@ def _ordered(table: pd.DataFrame, base_gate: str) -> pd.DataFrame:
         _fw=table["framework"].map({"torch": 0, "tf": 1}).fillna(2),
         _gate=table["gate"].map(gate_rank).fillna(len(gate_rank)),
     )
-    order = order.sort_values([*SHAPE_KEYS, "mode", "_fw", "_gate", "impl"], kind="stable", key=_sort_key)
+    order = order.sort_values([*SHAPE_KEYS, "mode", "_fw", "_gate", "impl", RUN], kind="stable", key=_sort_key)
     return table.loc[order.index].reset_index(drop=True)
 
 
@@ -191,16 +234,17 @@ def _safe_div(a: object, b: object) -> float:
 
 
 def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory (MiB) per case, one column per framework, rows gate x impl within each shape and mode."""
+    """Peak memory (KiB, ``MEM_UNIT``) per case, one column per framework, rows gate x impl within each shape and
+    mode (the median over runs when several runs hold the case)."""
     ok = frame[(frame["kind"] == "timing") & (frame["status"] == "ok") & frame["peak_mem_bytes"].notna()]
     if ok.empty:
         return pd.DataFrame()
     ok = _keyed(ok, [*SHAPE_KEYS, "mode", *CASE_KEYS])
-    ok = ok.assign(peak_mem_mib=ok["peak_mem_bytes"].astype(float) / 2**20)
+    ok = ok.assign(peak_mem=ok["peak_mem_bytes"].astype(float) / MEM_SCALE)
     return ok.pivot_table(
         index=[*SHAPE_KEYS, "mode", "gate", "impl"],
         columns="framework",
-        values="peak_mem_mib",
+        values="peak_mem",
         aggfunc="median",
     )
 
@@ -319,12 +363,14 @@ def format_timing(table: pd.DataFrame) -> pd.DataFrame:
         _fmt_ratio(r, lo, hi) for r, lo, hi in zip(out["ratio"], out["ci_low"], out["ci_high"], strict=True)
     ]
     out["p"] = out["p_value"].map(lambda v: f"{v:.2g}" if pd.notna(v) else "")
-    out["peak MiB"] = out["peak_mem_bytes"].map(lambda v: f"{v / 2**20:.3g}" if pd.notna(v) else "")
+    out[f"peak {MEM_UNIT}"] = out["peak_mem_bytes"].map(lambda v: f"{v / MEM_SCALE:.3g}" if pd.notna(v) else "")
+    out["memory ratio"] = out["mem_ratio"].map(lambda v: f"{v:.2f}" if pd.notna(v) else "")
     out["IQR"] = [f"{i / m:.0%}" if pd.notna(i) and pd.notna(m) and m > 0 else ""
                   for i, m in zip(table["iqr_ms"], table["median_ms"], strict=True)]
     out["n"] = out["n_samples"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "")
     out["rounds"] = out["rounds"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "")
     keep = [
+        *([RUN] if RUN in table and table[RUN].nunique() > 1 else []),
         *SHAPE_KEYS,
         "mode",
         *CASE_KEYS,
@@ -338,7 +384,8 @@ def format_timing(table: pd.DataFrame) -> pd.DataFrame:
         "p",
         "mark",
         "flags",
-        "peak MiB",
+        f"peak {MEM_UNIT}",
+        "memory ratio",
     ]
     return out[keep]
 
@@ -369,6 +416,43 @@ def format_recovery(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     return out
 
 
+# The recovery metrics the report's main recovery table shows (the rest are in the full table).
+HEADLINE_METRICS: tuple[str, ...] = ("f1", "exact_support_rate", "support_changes", "test_mse")
+_METRIC_LABELS = {"f1": "F1", "exact_support_rate": "exact support rate", "support_changes": "support changes",
+                  "test_mse": "test MSE", "steps_to_support": "steps to support", "final_loss": "final loss"}
+
+
+def metric_label(metric: str) -> str:
+    """A recovery metric's name as a reader reads it (``exact_support_rate`` -> ``exact support rate``)."""
+    return _METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def format_recovery_compact(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The recovery table in few columns: the varying keys, seeds, and one cell per metric of
+    ``HEADLINE_METRICS``: ``mean ± se`` then the paired difference against the baseline (Wilcoxon p, mark)."""
+    full = format_recovery(table, metrics)
+    if full.empty:
+        return full
+    shown = [m for m in HEADLINE_METRICS if m in metrics] or list(metrics)[:4]
+    keys = [c for c in full.columns if c not in metrics and not c.endswith(" vs baseline")]
+    keys = [c for c in keys if c != "baseline differs" or (full[c].astype(str) != "").any()]
+    out = full[keys].copy()
+    for m in shown:
+        out[metric_label(m)] = [_fmt_compact(*vals) for vals in zip(table[f"{m}_mean"], table[f"{m}_se"],
+                                                                    table[f"{m}_diff"], table[f"{m}_p"],
+                                                                    table[f"{m}_mark"], strict=True)]
+    return out
+
+
+def _fmt_compact(mean: float, se: float, diff: float, p: float, mk: str) -> str:
+    """``0.979 ± 0.021 (+0.125, p=0.25)``; the mark only when it is one (``better``, ``worse``, ...)."""
+    text = _fmt_mean_se(mean, se)
+    if mk == "baseline" or not np.isfinite(diff):
+        return text
+    said = "" if mk in (SAME, UNKNOWN) else f", {mk}"
+    return f"{text} ({diff:+.3f}, p={p:.2g}{said})" if np.isfinite(p) else f"{text} ({diff:+.3f}{said})"
+
+
 def _fmt_mean_se(mean: float, se: float) -> str:
     if not np.isfinite(mean):
         return ""
@@ -394,6 +478,11 @@ __all__ = [
     "recovery_metrics",
     "format_timing",
     "format_recovery",
+    "format_recovery_compact",
+    "metric_label",
+    "run_labels",
+    "duplicate_cases",
+    "MEM_UNIT",
     "parse_baseline",
     "SAME",
 ]

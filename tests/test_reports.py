@@ -307,7 +307,7 @@ def test_report_files_and_content(report_dir):
     assert "not significant" in md and "timing row without gate" in md
     assert "+0.300 (p=0.062, not significant)" in md  # recovery vs baseline: Wilcoxon, 5 seeds
     assert "Wilcoxon signed-rank p vs topk" in md and "t-test" not in md + html
-    assert html.count("<img ") == 6 and html.count("data:image/png;base64,") == 6
+    assert html.count("<img ") == 7 and html.count("data:image/png;base64,") == 7  # 6 figures + the headline cost
     assert "mark-slower" in html and "Provenance" in html and "src='http" not in html
     csv = pd.read_csv(report_dir / "results.csv")
     assert len(csv) == 3 * 2 * 6 + 2 + 15 and {"median_ms", "f1", "samples_ms"} <= set(csv.columns)

@@ -46,13 +46,13 @@ def chromium() -> str:
 def test_fixture_report_renders_with_every_figure(chromium, tmp_path_factory):
     out = tmp_path_factory.mktemp("browser-report")
     report = write_report([write_fixture(out / "fixture.jsonl")], out / "report")
-    assert report.figures == 6
+    assert report.figures == 7  # the six figures and the headline's cost figure
     shot = out / "report.png"
     check = check_report(report.index_html, shot, chromium=chromium)
     print(f"\nreport: {report.index_html}\nscreenshot: {shot}")
-    assert check.figures_ok == 6 and check.figures_bad == 0, check
+    assert check.figures_ok == 7 and check.figures_bad == 0, check
     assert check.page_errors == 0 and check.console == [], check
-    assert check.title == "gatebench report: 6 figures ok" and check.ok
+    assert check.title == "gatebench report: 7 figures ok" and check.ok
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
 
 
