@@ -16,16 +16,20 @@ and left out, and the newest row of a case (``latest_rows``) is the one that cou
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.schema import (
     COMMON_KEYS,
@@ -41,8 +45,10 @@ from harness.schema import (
 __all__ = [
     "SCHEMA_VERSION", "STATUSES", "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "case_id", "provenance",
     "ResultsWriter", "ResultsLock", "ResultsError", "ResultsLocked", "lock_path", "check_results_path", "ReadResult",
-    "read_rows", "latest_rows", "completed_case_ids", "make_row", "row_json",
+    "read_rows", "latest_rows", "completed_case_ids", "make_row", "row_json", "write_folder",
 ]
+
+_T = TypeVar("_T")
 
 
 def case_id(params: Mapping[str, Any]) -> str:
@@ -269,6 +275,68 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def write_folder(target: str | os.PathLike[str], write: Callable[[Path], _T], owned: Iterable[str],
+                 what: str = "folder") -> _T:
+    """Write a folder of outputs whole or not at all: ``write(tmp)`` fills a new temporary folder beside ``target``,
+    which then takes ``target``'s place (one atomic exchange where Linux has it); returns what ``write`` returns.
+
+    A write that fails or is killed midway leaves the previous ``target`` as it was, and its temporary folder is
+    removed. ``owned``: the names ``write`` may write; when ``target`` holds other files too, they are kept, and
+    only the owned names are replaced (each by a rename) or, when not written this time, removed: no stale file
+    survives. An OSError is a ``ResultsError`` naming ``target`` and why.
+    """
+    target = Path(target)
+    owned = set(owned)
+    try:
+        if target.exists() and not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise ResultsError(f"out: cannot write the {what} {target}: {exc.strerror or exc}") from None
+    try:
+        result = write(tmp)
+        _put_in_place(tmp, target, owned | {path.name for path in tmp.iterdir()})
+    except OSError as exc:
+        raise ResultsError(f"out: cannot write the {what} {target}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _put_in_place(tmp: Path, target: Path, owned: set[str]) -> None:
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    if all(path.name in owned for path in target.iterdir()):
+        if not _exchange(tmp, target):
+            old = tmp.with_suffix(".old")
+            os.rename(target, old)
+            os.rename(tmp, target)
+            tmp = old
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now at tmp's path
+        return
+    for name in sorted(owned):
+        if (tmp / name).exists():
+            os.replace(tmp / name, target / name)
+        elif (target / name).is_file():
+            (target / name).unlink()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def row_json(row: Mapping[str, Any]) -> str:

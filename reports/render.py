@@ -382,18 +382,27 @@ def build_report(
     history: Iterable[str | os.PathLike[str]] = (),
 ) -> ReportPaths:
     """Write ``index.html``, ``summary.md`` and the CSV files for the loaded rows into ``out_dir``; ``history``:
-    asv results folders or gatebench results files of several commits (``reports.history.load_history``)."""
+    asv results folders or gatebench results files of several commits (``reports.history.load_history``).
+
+    Whole or not at all (``harness.results.write_folder``): the files go into a temporary folder beside
+    ``out_dir``, renamed into place at the end; a failed or killed write leaves the previous report as it was,
+    and no file of an earlier report survives a later one. A folder that cannot be written is a ValueError."""
+    from harness.results import write_folder
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     history = list(history)
     frame = load_history(history) if history else None
     data = assemble_report(loaded, baseline=baseline, sources=sources, title=title, history=frame)
-    index, summary = out / "index.html", out / "summary.md"
-    index.write_text(html_text(data), encoding="utf-8")
-    summary.write_text(markdown_text(data), encoding="utf-8")
-    csv = write_csv(data, out)
+
+    def write(folder: Path) -> None:
+        (folder / "index.html").write_text(html_text(data), encoding="utf-8")
+        (folder / "summary.md").write_text(markdown_text(data), encoding="utf-8")
+        write_csv(data, folder)
+
+    owned = ("index.html", "summary.md", "results.csv", "timing_table.csv", "recovery_table.csv")
+    write_folder(out, write, owned, what="report")
     count = len(data.figures) + len(data.headline.figures) + (data.history is not None)
-    return ReportPaths(out, index, summary, csv, count, list(data.problems))
+    return ReportPaths(out, out / "index.html", out / "summary.md", out / "results.csv", count, list(data.problems))
 
 
 def _png_width(png: bytes) -> int:
