@@ -121,9 +121,9 @@ def test_trials_never_see_heldout_seeds_the_test_split_or_the_support(fake, tmp_
     told = []
     real_value = study_mod.trial_value
 
-    def spy_value(rows):
+    def spy_value(rows, max_nnz=None):
         told.append(list(rows))
-        return real_value(rows)
+        return real_value(rows, max_nnz)
 
     monkeypatch.setattr(study_mod, "trial_value", spy_value)
     config = _config()
@@ -216,6 +216,19 @@ def test_every_gate_gets_the_same_budget(fake, tmp_path):
         study_mod.collect(config, short)
     with pytest.raises(ValueError, match="budget"):
         check_budgets({"topk": 3, "softmax": 4}, 3)
+
+
+def test_max_nnz_fails_trials_whose_gate_keeps_too_many_experts(fake, tmp_path):
+    rows = [{"split": "tune", "status": "ok", "val_mse": 0.02, "nnz": nnz} for nnz in (2.0, 5.0)]
+    assert study_mod.trial_value(rows) == pytest.approx(0.02)
+    assert study_mod.trial_value(rows, max_nnz=4.5) is None
+    assert study_mod.trial_value(rows[:1], max_nnz=4.5) == pytest.approx(0.02)
+    result = run_tuning(_config(trials=2, max_nnz=1.5), tmp_path)  # the fake selects k = 2 experts: all fail
+    for gate, g in result["gates"].items():
+        assert g["trials"] == 2 and g["failed_trials"] == 2 and g["best"] is None, gate
+    assert "nnz > 1.5" in result["objective"]
+    with pytest.raises(ValueError, match="max_nnz"):
+        _config(max_nnz=0)
 
 
 def test_rows_are_recovery_rows_with_the_study_columns(fake, tmp_path):

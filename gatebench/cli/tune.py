@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
         seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
         baseline: Annotated[str, typer.Option(help="The gate every other is tested against.")] = "topk",
+        max_nnz: Annotated[float | None, typer.Option(
+            help="A trial whose gate keeps more experts than this on average fails (no support needed).")] = None,
         name: Annotated[str, typer.Option(help="Study name: the study column and OUT/<name>.jsonl.")] = "tuning",
         out: Annotated[Path, typer.Option(help="Results: a folder (then OUT/<name>.jsonl) or a .jsonl file.")] = Path(
             "results"),
@@ -62,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 config = load_tuning_suite(suite)
             else:
                 config = _config(gate or [], framework, experts, k, tasks, clusters, steps, trials, tune_seeds,
-                                 seeds, sampler, seed, baseline, name)
+                                 seeds, sampler, seed, baseline, name, max_nnz)
             result = _run(config, out, resume, fresh, console)
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")
@@ -76,7 +78,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(gates: list[str], framework: str, experts: int, k: int, tasks: int, clusters: int, steps: int | None,
-            trials: int, tune_seeds: int, seeds: int, sampler: str, seed: int, baseline: str, name: str):
+            trials: int, tune_seeds: int, seeds: int, sampler: str, seed: int, baseline: str, name: str,
+            max_nnz: float | None):
     from harness.recovery.problem import RecoveryProblem
     from harness.tuning.study import HELDOUT_START, TuningConfig
 
@@ -89,7 +92,7 @@ def _config(gates: list[str], framework: str, experts: int, k: int, tasks: int, 
     return TuningConfig(
         problem=RecoveryProblem(**knobs), gates=tuple(gates), framework=framework, trials=trials,
         tune_seeds=tuple(range(tune_seeds)), heldout_seeds=tuple(range(HELDOUT_START, HELDOUT_START + seeds)),
-        sampler=sampler, seed=seed, baseline=baseline, name=name,
+        sampler=sampler, seed=seed, baseline=baseline, name=name, max_nnz=max_nnz,
     )
 
 

@@ -68,7 +68,8 @@ class TuningConfig:
     """One study: the base ``problem`` (its knobs outside a gate's space stay as given), the ``gates`` (the
     ``baseline`` is added when missing), one ``framework``, ``trials`` per gate, ``tune_seeds`` and
     ``heldout_seeds`` (disjoint), the ``sampler`` (``tpe`` or ``random``) and its ``seed``, and a ``name``
-    (the ``study`` column and the results file's name)."""
+    (the ``study`` column and the results file's name). ``max_nnz``: a trial whose gate keeps more experts than
+    this on average (validation-time selection, no support needed) counts as failed; None: no such constraint."""
 
     problem: RecoveryProblem = field(default_factory=RecoveryProblem)
     gates: tuple[str, ...] = ()
@@ -81,6 +82,7 @@ class TuningConfig:
     baseline: str = "topk"
     name: str = "tuning"
     problem_name: str = "default"
+    max_nnz: float | None = None
 
     def __post_init__(self) -> None:
         from harness.recovery.run import check_framework, check_gate
@@ -106,6 +108,9 @@ class TuningConfig:
             raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0; got {self.seed!r}")
+        if self.max_nnz is not None and (isinstance(self.max_nnz, bool) or not isinstance(self.max_nnz, (int, float))
+                                         or not self.max_nnz > 0):
+            raise ValueError(f"max_nnz: expected a number > 0 or None; got {self.max_nnz!r}")
         for key in ("name", "problem_name"):
             if not isinstance(getattr(self, key), str) or not _NAME.match(getattr(self, key)):
                 raise ValueError(f"{key}: expected letters, digits, '_', '-' or '.'; got {getattr(self, key)!r}")
@@ -179,15 +184,18 @@ def trial_records(rows: Sequence[Mapping[str, Any]], config: TuningConfig, space
     return out
 
 
-def trial_value(rows: Sequence[Mapping[str, Any]]) -> float | None:
+def trial_value(rows: Sequence[Mapping[str, Any]], max_nnz: float | None = None) -> float | None:
     """The objective of a trial from its tuning rows: the mean validation MSE over the tuning seeds, ``None``
-    (a failed trial) if a run failed or diverged. Reads ``val_mse`` only."""
+    (a failed trial) if a run failed or diverged or, with ``max_nnz``, if its gate kept more experts than that on
+    average (``nnz`` of the final selection, read without the support). Reads ``val_mse`` and ``nnz`` only."""
     values = []
     for row in rows:
         if row.get("split") != "tune":
             raise ValueError(f"rows: expected tuning rows only; got a {row.get('split')!r} row")
         value = row.get("val_mse") if row.get("status") == "ok" else None
         if value is None or not math.isfinite(float(value)):
+            return None
+        if max_nnz is not None and not float(row.get("nnz") or math.inf) <= max_nnz:
             return None
         values.append(float(value))
     return float(np.mean(values)) if values else None
@@ -214,7 +222,7 @@ def suggest(config: TuningConfig, space: SearchSpace, history: Sequence[TrialRec
     study = optuna.create_study(direction="minimize", sampler=_sampler(config, space.gate, number))
     distributions = space.distributions()
     for record in history:
-        value = trial_value([record.rows[s] for s in config.tune_seeds])
+        value = trial_value([record.rows[s] for s in config.tune_seeds], config.max_nnz)
         state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
         study.add_trial(optuna.trial.create_trial(state=state, value=value, params=record.params,
                                                   distributions=distributions))
@@ -227,7 +235,7 @@ def best_trial(records: Mapping[int, TrialRecord], config: TuningConfig) -> tupl
     scored = []
     for number in sorted(records):
         if number < config.trials and records[number].complete(config.tune_seeds):
-            value = trial_value([records[number].rows[s] for s in config.tune_seeds])
+            value = trial_value([records[number].rows[s] for s in config.tune_seeds], config.max_nnz)
             if value is not None:
                 scored.append((value, number))
     if not scored:
@@ -322,7 +330,7 @@ def run_tuning(config: TuningConfig, out: str | Path, *, resume: bool = False, f
 def _gate_result(config: TuningConfig, rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> dict[str, Any]:
     records = {n: r for n, r in trial_records(rows, config, space).items()
                if n < config.trials and r.complete(config.tune_seeds)}
-    values = {n: trial_value([r.rows[s] for s in config.tune_seeds]) for n, r in records.items()}
+    values = {n: trial_value([r.rows[s] for s in config.tune_seeds], config.max_nnz) for n, r in records.items()}
     best = best_trial(records, config)
     out: dict[str, Any] = {
         "space": space.describe(), "tuned": list(space.knobs), "unavailable": list(space.unavailable),
@@ -356,6 +364,8 @@ def collect(config: TuningConfig, rows: Sequence[Mapping[str, Any]],
         "study": config.name, "framework": config.framework, "problem_name": config.problem_name,
         "problem": config.problem.to_dict(), "sampler": config.sampler, "seed": config.seed,
         "trials": config.trials, "tune_seeds": list(config.tune_seeds), "heldout_seeds": list(config.heldout_seeds),
-        "baseline": config.baseline, "objective": "mean validation MSE over the tuning seeds (lower is better)",
+        "baseline": config.baseline, "max_nnz": config.max_nnz,
+        "objective": "mean validation MSE over the tuning seeds (lower is better)"
+                     + ("" if config.max_nnz is None else f"; trials with mean nnz > {config.max_nnz:g} fail"),
         "gates": gates, "study_keys": list(STUDY_KEYS),
     }

@@ -12,6 +12,7 @@
     sampler = "tpe"             # or "random"
     seed = 0
     baseline = "topk"
+    max_nnz = 4.5               # optional: trials whose gate keeps more experts on average count as failed
     [problem]                   # RecoveryProblem knobs (defaults for the rest); name: the problem column
     name = "static16"
     experts = 16
@@ -31,7 +32,9 @@ from .study import HELDOUT_START, TuningConfig
 __all__ = ["SUITE_KEYS", "tuning_config", "load_tuning_suite"]
 
 SUITE_KEYS: tuple[str, ...] = ("name", "kind", "description", "gates", "framework", "trials", "tune_seeds",
-                               "heldout_seeds", "sampler", "seed", "baseline", "problem")
+                               "heldout_seeds", "sampler", "seed", "baseline", "max_nnz", "problem")
+
+_OPTIONS: tuple[str, ...] = ("framework", "trials", "sampler", "seed", "baseline", "max_nnz")
 
 
 def _seed_list(key: str, value: Any, start: int) -> Any:
@@ -62,8 +65,7 @@ def tuning_config(raw: Mapping[str, Any], source: str = "suite") -> TuningConfig
     gates = raw.get("gates", [])
     if not isinstance(gates, list):
         raise ValueError(f"gates: expected a list of gate names; got {gates!r}")
-    options: dict[str, Any] = {key: raw[key] for key in ("framework", "trials", "sampler", "seed", "baseline")
-                               if key in raw}
+    options: dict[str, Any] = {key: raw[key] for key in _OPTIONS if key in raw}
     return TuningConfig(
         problem=RecoveryProblem.from_dict(problem), gates=tuple(gates), name=str(raw.get("name", "tuning")),
         tune_seeds=_seed_list("tune_seeds", raw.get("tune_seeds", 3), 0),
