@@ -4,10 +4,10 @@
 tensor, the names of ``GateConfig.param_shapes``) and its routing input into ``(weights, regulariser)``. ``F`` is
 ``gates.torch`` or ``gates.tf``: the recipe calls only the functional core whose names both share
 (``softmax_weights``, ``topk_weights``, ``dselect_k_weights``, ``dselect_k_selectors``, ``hard_concrete_gates``,
-``hard_concrete_weights``, ``hard_concrete_l0``, ``load_balance_cv2``, ``sigmoid_topk_weights``, ``sparsemax_weights``,
-``entmax15_weights``, ``relu_weights``, ``router_z_loss``, ``switch_balance_loss``) and the few tensor operations in ``F.OPS``
-(an ``Ops``). The gate modules of both frameworks and both recovery training loops call it; ``gates.reference``
-keeps its own, independent float64 forward as the oracle they are tested against.
+``hard_concrete_weights``, ``hard_concrete_l0``, ``load_balance_cv2``, ``sigmoid_topk_weights``,
+``sparsemax_weights``, ``entmax15_weights``, ``relu_weights``, ``router_z_loss``, ``switch_balance_loss``) and the few
+tensor operations in ``F.OPS`` (an ``Ops``). The gate modules of both frameworks and both recovery training loops
+call it; ``gates.reference`` keeps its own, independent float64 forward as the oracle they are tested against.
 
 Performance is the modules': several heads on the same ``x`` are one matmul (``x @ [W_z | W_w]``, Top-k's
 ``x @ [W | W_noise]``), DSelect-k's selectors are built once for both of its regularisers, ``impl=`` picks the

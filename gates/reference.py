@@ -323,13 +323,22 @@ def gate_forward(
     if config.name == "softmax":
         q = softmax_weights(logits)
         return GateOutput(q, _router_regularization(config, logits, q) if training else 0.0)
-    clean = logits
+    noise_l = None
     if training and h["noisy"]:
         noise_l = affine("noise_kernel", None) if config.per_example else p["noise_logits"]
+    return _topk(config, logits, noise_l, noise, training)
+
+
+def _topk(config: spec.GateConfig, logits: np.ndarray, noise_l: np.ndarray | None, noise: np.ndarray | None,
+          training: bool) -> GateOutput:
+    """Top-k on ``logits`` (plus ``noise * softplus(noise_l)`` for a noisy gate in training), with load balancing and
+    the router regularisers (of the clean logits) in training."""
+    h, reg, clean = config.hparams, 0.0, logits
+    if noise_l is not None:
         if noise is None:
             raise ValueError("noise: expected standard normal noise for a noisy Top-k gate in training; got None")
         logits = logits + np.asarray(noise) * np.logaddexp(0.0, noise_l)
-    q = topk_weights(logits, k)
+    q = topk_weights(logits, config.k)
     if training and h["load_balance"] > 0:
         reg += h["load_balance"] * load_balance_cv2(q)
     if training:

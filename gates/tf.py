@@ -116,7 +116,8 @@ def sparsemax_weights(logits: tf.Tensor) -> tf.Tensor:
 
 
 def _entmax15_tau(u: tf.Tensor, j: tf.Tensor) -> tf.Tensor:
-    """1.5-entmax's ``tau`` for the ``j`` largest of ``u`` (sorted descending): ``mean - sqrt(max(0, (1 - j var) / j))``."""
+    """1.5-entmax's ``tau`` for the ``j`` largest of ``u`` (sorted descending):
+    ``mean - sqrt(max(0, (1 - j var) / j))``."""
     mean = tf.cumsum(u, axis=-1) / j
     var = tf.cumsum(u**2, axis=-1) / j - mean**2
     return mean - tf.sqrt(tf.maximum(0.0 * var, (1.0 - j * var) / j))

@@ -101,17 +101,23 @@ def _entmax_package():
     return entmax
 
 
+def _nan_rows_zeroed(logits: torch.Tensor) -> torch.Tensor:
+    """Rows holding a NaN replaced by zeros: the entmax package indexes out of range on a NaN row (the row is set
+    back to NaN after)."""
+    return torch.where(torch.isnan(logits).any(dim=-1, keepdim=True), 0.0, logits)
+
+
 def sparsemax_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: sparsemax, ``max(z - tau, 0)`` summing to 1 (the ``entmax`` package's)."""
     spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
-    return _nan_rows(logits, _entmax_package().sparsemax(logits, dim=-1))
+    return _nan_rows(logits, _entmax_package().sparsemax(_nan_rows_zeroed(logits), dim=-1))
 
 
 def entmax15_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: 1.5-entmax, ``max(z/2 - tau, 0)^2`` summing to 1 (the ``entmax`` package's exact
     sort-based ``entmax15``)."""
     spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
-    return _nan_rows(logits, _entmax_package().entmax15(logits, dim=-1))
+    return _nan_rows(logits, _entmax_package().entmax15(_nan_rows_zeroed(logits), dim=-1))
 
 
 def relu_weights(logits: torch.Tensor) -> torch.Tensor:
@@ -405,6 +411,7 @@ class Gate(nn.Module):
         ``sparsity`` the fraction of zero entries of ``weights (..., n)``."""
         if self.config.name != "remoe":
             raise ValueError(f"gate: expected a remoe gate for update_l1_coef; got {self.config.name!r}")
+        weights = torch.as_tensor(weights)
         spec.check_last_dim("weights", weights.shape, self.config.num_experts)
         new = remoe_l1_step(self.l1_coef, remoe_sparsity(weights), self.config.hparams["l1_alpha"],
                             self.config.target_sparsity)

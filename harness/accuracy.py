@@ -8,9 +8,10 @@ case's own inputs, in NumPy terms). The pieces:
   ``TOLERANCES[dtype][1]`` relative to ``max(1, max |g_ref|)`` (``compare_grads``).
 * ``finite_difference_error`` / ``add_finite_difference_check``: the float64 gradients against central finite
   differences of the reference loss, within ``FD_TOLERANCE``.
-* Kinks and ties, left out of the comparisons: ``ambiguous_topk_rows`` (Top-k rows whose k-th and (k+1)-th logits
-  the dtype cannot separate, ``TOPK_GAP``), ``near_clip_rows`` (hard-concrete rows at a clip limit,
-  ``CLIP_MARGIN``), and ``check_c``, the loss weights with those rows zeroed. The logits and the stretched gate come
+* Kinks and ties, left out of the comparisons: ``ambiguous_topk_rows`` (Top-k and sigmoid_topk rows whose k-th and
+  (k+1)-th selection scores the dtype cannot separate, ``TOPK_GAP``), ``near_clip_rows`` (hard-concrete rows at a clip
+  limit, ``CLIP_MARGIN``), ``kink_rows`` (sparsemax rows with a logit at the threshold, ReMoE rows with a logit at 0,
+  ``TOPK_GAP``), and ``check_c``, the loss weights with those rows zeroed. The logits and the stretched gate come
   from ``gates.reference.routing_logits`` and ``gates.reference.hard_concrete_stretched``.
 
 ``gate_params`` are a gate's weights (NumPy, by parameter name); a case's columns are ``case.params()``.
@@ -29,7 +30,7 @@ from harness.cases import CHECK_ROWS, SEED_NOISE, Case, CaseInputs, cast_like
 __all__ = [
     "TOLERANCES", "TOPK_GAP", "CLIP_MARGIN", "FD_TOLERANCE", "CHECK_ROWS", "Probe", "check", "evaluate_accuracy",
     "compare_grads", "finite_difference_error", "add_finite_difference_check", "ambiguous_topk_rows",
-    "near_clip_rows", "check_c",
+    "near_clip_rows", "kink_rows", "check_c",
 ]
 
 # (weights absolute tolerance, gradient tolerance relative to max(1, max |g_ref|)) by dtype.
@@ -222,9 +223,12 @@ def ambiguous_topk_rows(case: Case, gate_params: Mapping[str, np.ndarray], x: np
     accuracy check leaves them out (and says how many). Bool ``(batch,)`` or ``(1,)`` for a static gate.
     """
     k = case.k
-    if case.gate != "topk" or k == case.experts:
+    if case.gate not in ("topk", "sigmoid_topk") or k == case.experts:
         return _no_rows(case, x)
-    logits = reference.routing_logits(case.config(), gate_params, x, noise=noise, training=training)
+    config = case.config()
+    logits = reference.routing_logits(config, gate_params, x, noise=noise, training=training)
+    if case.gate == "sigmoid_topk":  # selection on sigmoid scores plus the (initial) expert bias
+        logits = 1.0 / (1.0 + np.exp(-logits)) + config.init_state()["expert_bias"]
     top = -np.sort(-logits, axis=-1)
     gap = top[:, k - 1] - top[:, k]
     scale = 1.0 + np.abs(top[:, k - 1])
@@ -248,17 +252,38 @@ def near_clip_rows(case: Case, gate_params: Mapping[str, np.ndarray], x: np.ndar
     return near.any(axis=-1)
 
 
+def kink_rows(case: Case, gate_params: Mapping[str, np.ndarray], x: np.ndarray | None) -> np.ndarray:
+    """Rows of a sparsemax case with a logit within ``TOPK_GAP`` (relative) of the threshold ``tau`` (the support
+    boundary, where the map is piecewise linear), or of a ReMoE case with a logit within it of 0 (ReLU's kink).
+
+    A gradient there depends on which side the dtype rounds to, and a finite difference straddles it. Bool
+    ``(batch,)``, or ``(1,)`` static. 1.5-entmax is C^1 at its support boundary: no kink."""
+    if case.gate not in ("sparsemax", "remoe"):
+        return _no_rows(case, x)
+    logits = reference.routing_logits(case.config(), gate_params, x)
+    if case.gate == "sparsemax":
+        q = reference.sparsemax_weights(logits)
+        top = logits.max(axis=-1, keepdims=True)
+        at = logits - (top - q.max(axis=-1, keepdims=True))  # z - tau
+    else:
+        at = logits
+    return (np.abs(at) < TOPK_GAP[case.dtype] * (1.0 + np.abs(logits))).any(axis=-1)
+
+
 def check_c(case: Case, inputs: CaseInputs) -> np.ndarray:
     """The loss weights ``c`` of the gradient check: ``inputs.c`` with the rows on a kink of the loss zeroed
-    (ambiguous Top-k rows, hard-concrete rows at a clip limit; for a static gate, all of ``c``)."""
-    if case.gate not in ("topk", "hard_concrete"):
+    (ambiguous Top-k and sigmoid_topk rows, hard-concrete rows at a clip limit, sparsemax and ReMoE rows at their
+    kinks; for a static gate, all of ``c``)."""
+    if case.gate not in ("topk", "sigmoid_topk", "hard_concrete", "sparsemax", "remoe"):
         return inputs.c.copy()
     gate_params = {key: cast_like(v, case.dtype) for key, v in inputs.gate_params.items()}
     x = cast_like(inputs.x, case.dtype)
-    if case.gate == "topk":
+    if case.gate in ("topk", "sigmoid_topk"):
         amb = ambiguous_topk_rows(case, gate_params, x, inputs.noise, training=True)
-    else:
+    elif case.gate == "hard_concrete":
         amb = near_clip_rows(case, gate_params, x, inputs.noise)
+    else:
+        amb = kink_rows(case, gate_params, x)
     c = inputs.c.copy()
     if case.per_example:
         c[amb] = 0.0

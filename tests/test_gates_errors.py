@@ -14,7 +14,7 @@ from gates import spec
 from ._fw import value_and_grads
 
 BAD_GATES = [
-    (dict(name="sparsemax", num_experts=4, k=2), "name"),
+    (dict(name="gumbel_softmax", num_experts=4, k=2), "name"),
     (dict(name="topk", num_experts=1, k=1), "num_experts"),
     (dict(name="topk", num_experts=4.0, k=1), "num_experts"),
     (dict(name="softmax", num_experts=4, k=0), "k"),
@@ -99,12 +99,20 @@ def test_nan_in_a_row_gives_a_nan_row_and_leaves_other_rows_exact(G, gate, rng):
             "softmax": G.softmax_weights,
             "topk": lambda t: G.topk_weights(t, k),
             "hard_concrete": lambda t: G.hard_concrete_weights(G.hard_concrete_gates(t)),
+            "sigmoid_topk": lambda t: G.sigmoid_topk_weights(t, k),
+            "sparsemax": G.sparsemax_weights,
+            "entmax15": G.entmax15_weights,
+            "remoe": G.relu_weights,
         }[gate]
         got, _ = value_and_grads(G, fn, [logits])
         ref_fn = {
             "softmax": ref.softmax_weights,
             "topk": lambda a: ref.topk_weights(a, k),
             "hard_concrete": lambda a: ref.hard_concrete_weights(ref.hard_concrete_gates(a)),
+            "sigmoid_topk": lambda a: ref.sigmoid_topk_weights(a, k),
+            "sparsemax": ref.sparsemax_weights,
+            "entmax15": ref.entmax15_weights,
+            "remoe": ref.relu_weights,
         }[gate]
         want = ref_fn(logits[[0, 2]])
     assert np.isnan(got[1]).all()

@@ -17,6 +17,10 @@ HPARAMS = {
     "topk": {"noisy": True, "load_balance": 0.1},
     "dselect_k": {"gamma": 1.5, "entropy_reg": 0.05},
     "hard_concrete": {"l0_reg": 0.01},
+    "sigmoid_topk": {"z_loss": 0.01, "switch_balance": 0.1},
+    "sparsemax": {"z_loss": 0.01, "switch_balance": 0.1},
+    "entmax15": {"z_loss": 0.01, "switch_balance": 0.1},
+    "remoe": {"l1_init": 0.05, "z_loss": 0.01, "switch_balance": 0.1},
 }
 
 

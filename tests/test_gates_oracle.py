@@ -17,7 +17,7 @@ TOL = {"float64": 1e-10, "float32": 1e-5}
 def _inputs(gate: str, n: int, rng: np.random.Generator) -> tuple[dict, list[np.ndarray]]:
     """Keyword arguments and positional inputs of one functional call, away from kinks (ties, band edges)."""
     k = min(3, n)
-    if gate in ("softmax", "topk"):
+    if gate in spec.LOGIT_GATES:
         return {"k": k}, [rng.normal(size=(3, n)) * 2]
     if gate == "dselect_k":
         m = spec.num_code_bits(n)
@@ -34,6 +34,12 @@ def _call(module, gate: str, n: int, k: int, impl: str = "auto"):
         return module.softmax_weights
     if gate == "topk":
         return lambda logits: module.topk_weights(logits, k)
+    if gate == "sigmoid_topk":
+        return lambda logits: module.sigmoid_topk_weights(logits, k)
+    if gate in ("sparsemax", "entmax15"):
+        return getattr(module, f"{gate}_weights")
+    if gate == "remoe":
+        return module.relu_weights
     if gate == "dselect_k":
         if module is ref:
             return lambda z, w: ref.dselect_k_weights(z, w, n, 1.0)

@@ -24,7 +24,9 @@ class TrainResult:
     ``noise^2``). ``first_grads``: every parameter's gradient of the first step's loss. ``learned_f_test (M, n)``:
     the trained experts' test outputs (learned experts only). ``train_ms``: wall time of the loop.
     ``final_params``: every trainable array at the end (float64, named as in ``initial_params``).
-    ``initial_selection (R, n)``: the selected sets before the first step (the start of the stability trace)."""
+    ``initial_selection (R, n)``: the selected sets before the first step (the start of the stability trace).
+    ``final_state``: the gate's non-trainable state at the end (sigmoid_topk's ``expert_bias``, ReMoE's ``l1_coef``;
+    float64, with the task axis for static gates), empty for other gates."""
 
     eval_steps: np.ndarray
     history: np.ndarray
@@ -37,6 +39,7 @@ class TrainResult:
     final_params: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
     initial_selection: np.ndarray | None = None
+    final_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def initial_params(data: PlantedData, gate: str) -> dict[str, np.ndarray]:
@@ -46,6 +49,17 @@ def initial_params(data: PlantedData, gate: str) -> dict[str, np.ndarray]:
     if data.problem.experts_mode == "learned":
         out.update({f"expert/{key}": value for key, value in data.init_learned_experts().items()})
     return out
+
+
+def initial_state(data: PlantedData, gate: str) -> dict[str, np.ndarray]:
+    """The gate's initial non-trainable state (``GateConfig.init_state``): one per task, stacked along a leading task
+    axis, for static gates; the one routing gate's per-example. Updated once per step by the loops
+    (``update_state``), after the optimiser step, from that step's training weights."""
+    cfg = data.problem.gate_config(gate)
+    state = cfg.init_state()
+    if data.problem.gating == "static":
+        state = {key: np.broadcast_to(v, (data.problem.tasks, *v.shape)).copy() for key, v in state.items()}
+    return state
 
 
 def step_inputs(data: PlantedData, step: int, gate: str) -> dict[str, np.ndarray | None]:

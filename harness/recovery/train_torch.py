@@ -10,6 +10,7 @@ gate modules do). Optimiser: Adam written out (see ``RecoveryProblem``).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -21,20 +22,45 @@ from gates import torch as G
 
 from .data import PlantedData
 from .metrics import select
-from .steps import TrainResult, adam_corrections, eval_inputs, initial_params, is_eval_step, step_inputs
+from .steps import (
+    TrainResult,
+    adam_corrections,
+    eval_inputs,
+    initial_params,
+    initial_state,
+    is_eval_step,
+    step_inputs,
+)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def gate_weights(cfg: spec.GateConfig, params: dict[str, torch.Tensor], x: torch.Tensor | None, training: bool,
-                 noise: torch.Tensor | None = None, calls: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: torch.Tensor | None = None, calls: Any = None,
+                 state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights ``(T, n)`` of ``T`` static gates (``x=None``, parameters with a leading task axis) or ``(B, n)`` of
     one per-example gate, and the regulariser (0 outside training; the ``T`` static gates' summed): the gate
     recipe of ``gates.torch.Gate`` (``gates.recipe``), noisy Top-k and load balancing included. ``calls``: the 1-based
     training step, read by a DSelect-k entropy schedule. Heads on ``x`` are one matmul each (``fuse_heads=False``):
-    the arithmetic the recorded recovery results were computed with."""
+    the arithmetic the recorded recovery results were computed with. ``state``: the gate's non-trainable state
+    (``steps.initial_state``)."""
     return recipe.gate_forward(G, cfg, params, x, training=training, noise=noise, stacked=x is None, calls=calls,
-                               fuse_heads=False)
+                               fuse_heads=False, state=state)
+
+
+@torch.no_grad()
+def update_state(cfg: spec.GateConfig, state: dict[str, torch.Tensor], q: torch.Tensor, stacked: bool) -> None:
+    """The gate's explicit step, once per training step, from that step's training weights ``q``: sigmoid_topk's
+    bias (each static task's gate its own load, one row; per-example the batch's ``expert_load``), ReMoE's L1
+    coefficient (each static task's sparsity; per-example the batch's)."""
+    h = cfg.hparams
+    if cfg.name == "sigmoid_topk":
+        load = (q != 0).to(q.dtype) if stacked else G.expert_load(q)
+        state["expert_bias"] = G.sigmoid_topk_bias_step(state["expert_bias"], load, h["bias_rate"],
+                                                        h["bias_centered"])
+    elif cfg.name == "remoe":
+        sparsity = (q == 0).to(q.dtype).mean(dim=-1) if stacked else G.remoe_sparsity(q)
+        state["l1_coef"] = G.remoe_l1_step(state["l1_coef"], sparsity, h["l1_alpha"], cfg.target_sparsity)
 
 
 def expert_outputs(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -45,6 +71,10 @@ def expert_outputs(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Te
     return torch.einsum("beh,eh->be", hidden, params["expert/v"])
 
 
+def _tensor(a: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if a is None else torch.as_tensor(a, dtype=dtype)
+
+
 def train(data: PlantedData, gate: str) -> TrainResult:
     """Train ``gate`` on ``data`` and record its selections (see ``steps.TrainResult``)."""
     pr = data.problem
@@ -52,15 +82,14 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     params = {key: torch.tensor(v, dtype=dtype, requires_grad=True) for key, v in initial_params(data, gate).items()}
     gate_params = {key.split("/", 1)[1]: v for key, v in params.items() if key.startswith("gate/")}
     moments = {key: (torch.zeros_like(v), torch.zeros_like(v)) for key, v in params.items()}
+    state = {key: torch.tensor(v, dtype=dtype) for key, v in initial_state(data, gate).items()}
 
-    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.as_tensor(a, dtype=dtype)
-
+    tensor = functools.partial(_tensor, dtype=dtype)
     def forward(inputs: dict[str, torch.Tensor | None], training: bool,
                 calls: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = inputs["x"]
+        x, u = inputs["x"], inputs["u"]
         f = inputs["f"] if inputs["f"] is not None else expert_outputs(x, params)  # (B, n)
-        q, reg = gate_weights(cfg, gate_params, x if pr.gating == "per_example" else None, training, inputs["u"], calls)
+        q, reg = gate_weights(cfg, gate_params, None if pr.gating == "static" else x, training, u, calls, state)
         pred = f @ q.T if pr.gating == "static" else (q * f).sum(dim=-1, keepdim=True)  # (B, T)
         return ((pred - inputs["y"]) ** 2).mean(dim=0).sum() + reg, q
 
@@ -75,7 +104,7 @@ def train(data: PlantedData, gate: str) -> TrainResult:
     try:
         for step in range(pr.steps):
             inputs = {key: tensor(v) for key, v in step_inputs(data, step, gate).items()}
-            loss, _ = forward(inputs, training=True, calls=step + 1)
+            loss, q_train = forward(inputs, training=True, calls=step + 1)
             grads = torch.autograd.grad(loss, list(params.values()))
             if step == 0:
                 first_grads = {key: g.detach().to(torch.float64).numpy() for key, g in zip(params, grads, strict=True)}
@@ -86,6 +115,7 @@ def train(data: PlantedData, gate: str) -> TrainResult:
                     m.mul_(pr.adam_beta1).add_((1 - pr.adam_beta1) * g)
                     v.mul_(pr.adam_beta2).add_((1 - pr.adam_beta2) * g * g)
                     p.sub_(pr.lr * (m / c1) / (torch.sqrt(v / c2) + pr.adam_eps))
+            update_state(cfg, state, q_train, stacked=pr.gating == "static")
             if is_eval_step(pr, step):
                 with torch.no_grad():
                     _, q = forward(test, training=False)
@@ -102,5 +132,5 @@ def train(data: PlantedData, gate: str) -> TrainResult:
         test_mse=float(test_loss) / pr.tasks, final_loss=float(loss.detach()), first_grads=first_grads,
         learned_f_test=learned, train_ms=train_ms,
         final_params={key: p.detach().to(torch.float64).numpy() for key, p in params.items()},
-        initial_selection=initial_selection,
+        initial_selection=initial_selection, final_state={k: v.to(torch.float64).numpy() for k, v in state.items()},
     )
