@@ -180,12 +180,12 @@ def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> 
 def _report(path: Path, as_json: bool) -> None:
     from harness.recovery.report import markdown, summarise_rows
     from harness.recovery.run import json_safe
-    from harness.results import read_rows
+    from harness.results import latest_rows, read_rows
 
     result = read_rows(path)
     for problem in result.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    summary = summarise_rows(result.rows)
+    summary = summarise_rows(list(latest_rows(result.rows).values()))  # a rerun's row replaces the old one
     if not summary:
         raise ValueError(f"report: no ok recovery rows in {path}")
     if as_json:
