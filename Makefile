@@ -40,3 +40,12 @@ ASV_COMMITS ?= 5
 .PHONY: asv
 asv: $(STAMP)
 	bash scripts/asv_commits.sh $(ASV_COMMITS)
+
+# A quick look at the history: the last ASV_QUICK_COMMITS commits, PyTorch forward and backward of Top-k and
+# DSelect-k only, each benchmark run once (asv --quick). Then: gatebench report ... (docs/reports.md, history).
+ASV_QUICK_COMMITS ?= 2
+ASV_QUICK_FILTER ?= framework=torch;mode=fwdbwd;gate=topk|dselect_k
+.PHONY: asv-quick
+asv-quick: $(STAMP)
+	GATEBENCH_ASV_FILTER='$(ASV_QUICK_FILTER)' bash scripts/asv_commits.sh $(ASV_QUICK_COMMITS) --quick \
+	  --bench '^bench_gates\.(TimeGate\.time_call|PeakMemory)'

@@ -4,7 +4,7 @@
 
 - asv's results folder (``.asv/results``: one ``<machine>/<commit>-<env>.json`` per commit; ``benchmarks.json``
   gives each benchmark's unit). Each parameter combination is one benchmark (``TimeGate.time_call(topk, torch,
-  ...)``); its value is asv's result (times converted from seconds to ms) and its spread asv's ``q_25`` /
+  ...)``); its value is asv's result (seconds converted to ms, bytes to KiB) and its spread asv's ``q_25`` /
   ``q_75``. asv is not imported: the JSON is read as it is.
 - gatebench results (JSON Lines files or folders, several commits' worth): a timing case per ``case_id``, its
   commit from the row's provenance, its value the median and its spread the 25th-75th percentile of the raw
@@ -50,7 +50,7 @@ def _asv_rows(path: Path, units: dict[str, str]) -> list[dict]:
     for name, values in doc["results"].items():
         rec = dict(zip(columns, values, strict=False))
         unit = units.get(name, "seconds" if name.split(".")[-1].startswith("time_") else "")
-        scale, shown = (1e3, "ms") if unit == "seconds" else (1.0, unit)
+        scale, shown = {"seconds": (1e3, "ms"), "bytes": (1 / 1024, "KiB")}.get(unit, (1.0, unit))
         combos = list(itertools.product(*rec.get("params") or [[]])) or [()]
         results = rec.get("result") or []
         q25, q75 = rec.get("stats_q_25") or [None] * len(results), rec.get("stats_q_75") or [None] * len(results)

@@ -10,7 +10,9 @@
 # Every commit must contain the harness (harness/suite.py, harness/adapters/).
 #
 # Environment: ASV (default .venv/bin/asv), ASV_CONFIG (default asv.conf.json), ASV_MACHINE (default: host
-# name; registered with `asv machine --yes` on first use), GATEBENCH_ASV_FILTER (see benchmarks/grid.py).
+# name; registered with `asv machine --yes` on first use), GATEBENCH_ASV_FILTER (see benchmarks/grid.py),
+# GATEBENCH_ASV_RECOVERY=1 to run the recovery benchmark (RecoveryF1: minutes per commit) too. Without it, and
+# without a --bench / -b of the caller's, only the timing and memory benchmarks run.
 # Compare two of the runs:  .venv/bin/asv compare --machine "$ASV_MACHINE" --factor 1.3 OLD_SHA NEW_SHA
 set -euo pipefail
 N="${1:-2}"
@@ -33,13 +35,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+BENCH=()
+case " $* " in *" --bench"*|*" -b "*|*" -b"*) ;; *)
+  [ "${GATEBENCH_ASV_RECOVERY:-0}" = "1" ] || BENCH=(--bench "^bench_gates\.(TimeGate|PeakMemory)\.") ;;
+esac
+
 cd "$(dirname "$CONFIG")"
 for commit in $(git -C "$ROOT" rev-list --reverse -n "$N" HEAD); do
   wt="$TMP/wt-$commit"
   git -C "$ROOT" worktree add --detach --quiet "$wt" "$commit"
   echo "== asv run at $(git -C "$ROOT" log -1 --format='%h %s' "$commit")"
   ASV_PYTHONPATH="$wt" "$ASV" run --config "$CONFIG" --machine "$MACHINE" --python=same \
-    --set-commit-hash "$commit" --launch-method forkserver "$@"
+    --set-commit-hash "$commit" --launch-method forkserver "${BENCH[@]}" "$@"
   git -C "$ROOT" worktree remove --force "$wt"
 done
 "$ASV" publish --config "$CONFIG" >/dev/null
