@@ -145,7 +145,7 @@ def _print(result: dict[str, Any]) -> None:
     console = _console()
     base = result["baseline"]
     tuned = Table(title=f"best of {result['trials']} trials per gate ({result['sampler']}, seed {result['seed']}): "
-                        f"mean validation MSE on tuning seeds {result['tune_seeds']}")
+                        f"{result['objective']}; tuning seeds {result['tune_seeds']}")
     for column in ("gate", "trials (failed)", "best trial", "val MSE", "best parameters", "search space"):
         tuned.add_column(column)
     for gate, g in result["gates"].items():
