@@ -19,6 +19,11 @@ def report(
     baseline: Annotated[
         str, typer.Option(help="Baseline gate of the ratios ('gate' or 'gate/impl').")
     ] = "topk",
+    history: Annotated[
+        list[Path] | None,
+        typer.Option(help="asv results folder, or gatebench results files of several commits: a regression-history "
+                          "section (value against commit, with its spread). Repeat for several."),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report (tables, figures, provenance), a Markdown summary and a CSV."""
     from rich.console import Console
@@ -27,7 +32,7 @@ def report(
 
     console = Console(stderr=True, width=200)
     try:
-        paths = write_report(results, out, baseline=baseline)
+        paths = write_report(results, out, baseline=baseline, history=history or ())
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
