@@ -1,4 +1,5 @@
-"""gatebench gates: DSelect-k, Top-k, softmax and hard concrete, matching in PyTorch and TensorFlow.
+"""gatebench gates: DSelect-k, Top-k, softmax, hard concrete and the newer routers (sigmoid_topk, sparsemax, entmax15,
+ReMoE), matching in PyTorch and TensorFlow.
 
 ``import gates`` loads NumPy only. The frameworks load when asked: ``gates.backend("torch")`` (or
 ``import gates.torch``) and ``gates.backend("tf")`` (or ``import gates.tf``).

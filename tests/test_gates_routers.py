@@ -22,9 +22,11 @@ NEW = ("sigmoid_topk", "sparsemax", "entmax15", "remoe")
 # Transcriptions of the public code the gates follow (PyTorch; the TF gates are compared with the oracle).
 # --------------------------------------------------------------------------------------------------------------
 def _torchtitan_router(torch, logits, expert_bias, top_k, route_norm):
-    """torchtitan, torchtitan/models/common/moe.py, ``TokenChoiceTopKRouter.forward`` with ``score_func="sigmoid"``,
-    no expert groups, ``route_scale=1``: scores = sigmoid(gate(x)); top-k of scores + expert_bias; gather the
-    unbiased scores; ``route_norm`` divides by their sum + 1e-20. Returned as dense ``(T, E)`` weights."""
+    """torchtitan's ``TokenChoiceTopKRouter.forward`` (v0.2.2: torchtitan/models/moe/moe.py, the lines from
+    ``scores = torch.sigmoid(...)`` to ``top_scores * self.route_scale``; main: torchtitan/models/common/moe.py) with
+    ``score_func="sigmoid"``, no expert groups, ``route_scale=1``: scores = sigmoid(gate(x)); top-k of
+    scores + expert_bias; gather the unbiased scores; ``route_norm`` divides by their sum + 1e-20. Returned as dense
+    ``(T, E)`` weights."""
     scores = torch.sigmoid(logits)
     scores_for_choice = scores if expert_bias is None else scores + expert_bias
     _, ids = torch.topk(scores_for_choice, k=top_k, dim=-1, sorted=False)
@@ -35,7 +37,8 @@ def _torchtitan_router(torch, logits, expert_bias, top_k, route_norm):
 
 
 def _torchtitan_bias_update(torch, expert_bias, tokens_per_expert, coeff):
-    """torchtitan, torchtitan/components/optimizer/optimizer.py, ``_update_expert_bias``: delta = coeff *
+    """torchtitan's ``_update_expert_bias`` (v0.2.2: torchtitan/components/optimizer.py; main:
+    torchtitan/components/optimizer/optimizer.py), the ``expert_bias_delta`` lines: delta = coeff *
     sign(mean(tokens) - tokens), centred by its mean, added to the bias."""
     delta = coeff * torch.sign(tokens_per_expert.mean() - tokens_per_expert)
     return expert_bias + (delta - delta.mean())
