@@ -213,7 +213,8 @@ def to_frame(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
         if name not in frame.columns:
             frame[name] = pd.Series([None] * len(frame), dtype=dtype, index=frame.index)
             continue
-        if dtype == "object":
+        if dtype == "object":  # lists and dicts; a column no row has is all-NaN float until cast
+            frame[name] = frame[name].astype(object)
             continue
         try:
             if dtype in ("Int64", "float64"):

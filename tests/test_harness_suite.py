@@ -16,9 +16,13 @@ SMOKE_AXES = ("gate", "framework", "mode", "gating")
 
 
 def test_smoke_has_every_gate_framework_mode_gating_once():
-    got = [tuple(getattr(c, a) for a in SMOKE_AXES) for c in expand("smoke")]
+    smoke = expand("smoke")
+    got = [tuple(getattr(c, a) for a in SMOKE_AXES) for c in smoke if c.experts == 16]
     want = set(itertools.product(cases.GATES, cases.FRAMEWORKS, cases.MODES, cases.GATINGS))
     assert sorted(got) == sorted(want)
+    sweep = [c for c in smoke if c.experts != 16]  # the cost-against-experts sweep: fwdbwd, per-example
+    assert {c.experts for c in sweep} == {64, 256} and {c.gate for c in sweep} == {"softmax", "topk", "dselect_k"}
+    assert all(c.mode == "fwdbwd" and c.gating == "per_example" for c in sweep)
 
 
 def test_kernels_has_the_named_scales_reference_and_the_expert_sweep():
@@ -107,9 +111,10 @@ def test_bad_suite_files(tmp_path):
 def test_filters_select_by_value_and_normalise_devices():
     params = [c.params() for c in expand("smoke")]
     kept = filter_params(params, {"gate": ["topk"], "framework": ["torch"], "mode": None, "device": ["CPU"]})
-    assert len(kept) == 6 and all(p["gate"] == "topk" and p["framework"] == "torch" for p in kept)
+    assert len(kept) == 6 + 2 and all(p["gate"] == "topk" and p["framework"] == "torch" for p in kept)  # + sweep
     assert filter_params(params, {"device": ["cuda"]}) == []
-    assert len(filter_params(params, {"experts": [16]})) == len(params)
+    base = [p for p in params if p["experts"] == 16]
+    assert filter_params(params, {"experts": [16]}) == base and len(base) == len(params) - 12
 
 
 def test_case_validation_messages():

@@ -78,7 +78,9 @@ def test_load_missing_path_and_bad_number_are_problems(tmp_path):
     path.write_text(
         json.dumps(
             {
+                "schema": 1,
                 "kind": "timing",
+                "suite": "s",
                 "gate": "topk",
                 "framework": "torch",
                 "case_id": "c",
@@ -89,9 +91,9 @@ def test_load_missing_path_and_bad_number_are_problems(tmp_path):
         + "\n"
     )
     got = load_results([path, tmp_path / "absent.jsonl"])
-    assert len(got.frame) == 1 and pd.isna(got.frame["median_ms"].iloc[0])
+    assert len(got.frame) == 0  # a row with an unusable value is reported and left out (not kept half-blank)
     assert any("absent.jsonl: no such file" in p for p in got.problems)
-    assert any("'median_ms': expected a number" in p for p in got.problems)
+    assert any("r.jsonl:1" in p and "median_ms" in p and "expected a number" in p for p in got.problems)
 
 
 def test_load_pytest_benchmark_json(tmp_path):
