@@ -503,8 +503,9 @@ def print_summary(result: Mapping[str, Any], file: Any = None) -> None:
 
 
 def _read_results(paths: Sequence[str | Path]) -> tuple[list[dict], list[str], dict | None]:
-    """Results rows of the JSON Lines files, their problems, and the timing-fidelity document if one is given."""
-    from harness.results import read_rows
+    """Results rows of the JSON Lines files (the newest row of each case of a file: a resumed run appends its
+    reruns), their problems, and the timing-fidelity document if one is given."""
+    from harness.results import latest_rows, read_rows
 
     rows, problems, fidelity = [], [], None
     for path in map(Path, paths):
@@ -520,7 +521,7 @@ def _read_results(paths: Sequence[str | Path]) -> tuple[list[dict], list[str], d
         cannot = [p for p in read.problems if ": cannot read:" in p]
         if cannot:
             raise ValueError(f"results_paths: {cannot[0]}")
-        rows += read.rows
+        rows += list(latest_rows(read.rows).values())
         problems += read.problems
     return rows, problems, fidelity
 
