@@ -11,11 +11,15 @@ suites or results.
   the row as the last stdout line, after ``ROW_MARKER``): clean GPU memory, no TF/torch interference, and a case
   that crashes, runs out of memory, is killed or runs past its time limit (``timeout_s``; ``--case-timeout``, the
   suite's ``case_timeout_s``) gives a ``failed`` row instead of ending the suite. Workers never outlive the run.
+* ``harness.parallel.LocalPoolExecutor`` (``--jobs N``): recovery cases N at a time in pinned worker processes,
+  timing cases alone; ``harness.ray_executor.RayExecutor`` (``--executor ray``): Ray tasks on a cluster.
+  ``make_executor`` picks one from the command line's options.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -31,7 +35,7 @@ from harness.results import make_row
 from harness.suite import TimingSettings
 from harness.tasks import Task, TaskGroup, execute_item
 
-__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER", "make_executor"]
+__all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER", "EXECUTORS", "make_executor"]
 
 ROW_MARKER = "GATEBENCH_ROW "
 
@@ -60,13 +64,14 @@ class SubprocessExecutor:
     """
 
     def __init__(self, python: str | None = None, timeout_s: float | None = None,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, cpus: Iterable[int] | None = None):
         if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
                                       or not math.isfinite(timeout_s) or timeout_s <= 0):
             raise ValueError(f"case_timeout_s: expected a number of seconds > 0; got {timeout_s!r}")
         self.python = python or sys.executable
         self.timeout_s = timeout_s
         self.env = quiet_frameworks({**os.environ, **(env or {})})
+        self.cpus = None if cpus is None else tuple(cpus)  # the cores a worker may run on (Linux; None: any)
 
     def run_one(self, item: Task | TaskGroup) -> list[tuple[Task, dict[str, Any]]]:
         """Run a task or a group in one ``python -m harness`` process: a row per task, ``failed`` for a task
@@ -74,7 +79,7 @@ class SubprocessExecutor:
         tasks = list(item.tasks) if isinstance(item, TaskGroup) else [item]
         timeout = None if self.timeout_s is None else self.timeout_s * len(tasks)
         proc = subprocess.Popen([self.python, "-m", "harness"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=_worker_preexec(),
+                                stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=_worker_preexec(self.cpus),
                                 process_group=0)
         try:
             stdout, stderr = proc.communicate(json.dumps(item.to_json()), timeout=timeout)
@@ -120,9 +125,10 @@ def _end_group(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _worker_preexec() -> Callable[[], None] | None:
+def _worker_preexec(cpus: tuple[int, ...] | None = None) -> Callable[[], None] | None:
     """What the worker runs before ``exec`` (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills it
-    when the parent dies; if the parent died already, the worker exits. Prepared here, in the parent."""
+    when the parent dies; if the parent died already, the worker exits; with ``cpus``, the worker is pinned to
+    those cores (``sched_setaffinity``). Prepared here, in the parent."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
@@ -137,6 +143,9 @@ def _worker_preexec() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cpus)
 
     return preexec
 
@@ -162,16 +171,61 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def make_executor(isolate: bool, case_timeout_s: float | None = None,
-                  settings: TimingSettings | None = None) -> Executor:
-    """The executor of a run: in this process, or with ``isolate`` one subprocess per case with a time limit of
-    ``case_timeout_s`` (else the suite's ``case_timeout_s`` setting; None: no limit). A limit needs ``isolate``:
-    a case in this process cannot be stopped."""
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
+
+def _check_jobs(jobs: Any) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1; got {jobs!r}")
+    return jobs
+
+
+def _check_combination(isolate: bool, case_timeout_s: float | None, jobs: int, executor: str,
+                       address: str | None) -> None:
+    """The options that do not go together, each a ValueError naming the option."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}; got {executor!r}")
     if case_timeout_s is not None and not isolate:
         raise ValueError(f"case_timeout: expected --isolate with it (a case in this process cannot be stopped); "
                          f"got --case-timeout {case_timeout_s:g} without --isolate")
+    if executor == "local" and address is not None:
+        raise ValueError(f"address: expected --executor ray with it; got --address {address} with the local "
+                         "executor")
+    if executor == "ray" and isolate:
+        raise ValueError("isolate: expected no --isolate with --executor ray (Ray runs every task in a worker "
+                         "process of its own); got both")
+    if executor == "ray" and address is not None and jobs != 1:
+        raise ValueError(f"jobs: expected no --jobs with --address (a cluster's nodes declare their own CPUs); "
+                         f"got --jobs {jobs}")
+
+
+def make_executor(isolate: bool = False, case_timeout_s: float | None = None,
+                  settings: TimingSettings | None = None, *, jobs: int = 1, executor: str = "local",
+                  address: str | None = None) -> Executor:
+    """The executor of a run.
+
+    * ``executor="local"`` (the default): ``jobs == 1`` runs cases in this process, or with ``isolate`` one
+      subprocess per case with a time limit of ``case_timeout_s`` (else the suite's ``case_timeout_s`` setting;
+      None: no limit). ``jobs > 1``: ``harness.parallel.LocalPoolExecutor`` (recovery cases ``jobs`` at a time,
+      timing cases alone; ``isolate`` and the time limit as above). A limit needs ``isolate``: a case in this
+      process cannot be stopped.
+    * ``executor="ray"``: ``harness.ray_executor.RayExecutor`` on the cluster at ``address`` (``"auto"``, or
+      ``HOST:PORT``), or without one on a local cluster of ``jobs`` CPUs (``jobs == 1``: every usable core).
+      Needs the ``ray`` extra; ``isolate`` does not apply.
+    """
+    _check_jobs(jobs)
+    _check_combination(isolate, case_timeout_s, jobs, executor, address)
+    if executor == "ray":
+        from harness.ray_executor import RayExecutor
+
+        return RayExecutor(address=address, num_cpus=jobs if jobs > 1 else None)
+    if isolate and case_timeout_s is None and settings is not None:
+        case_timeout_s = settings.case_timeout_s
+    if jobs > 1:
+        from harness.parallel import LocalPoolExecutor
+
+        isolated = functools.partial(SubprocessExecutor, timeout_s=case_timeout_s) if isolate else None
+        return LocalPoolExecutor(jobs, isolate=isolated)
     if not isolate:
         return InProcessExecutor()
-    if case_timeout_s is None and settings is not None:
-        case_timeout_s = settings.case_timeout_s
     return SubprocessExecutor(timeout_s=case_timeout_s)

@@ -81,6 +81,8 @@ COMMON: tuple[Column, ...] = (
     Column("status", "string", doc="one of STATUSES"),
     Column("error", "string", doc="why a case failed or was skipped; None when ok"),
     Column("provenance", "object", doc="machine, CPU, GPU, versions, commit, time"),
+    Column("started_at", "float64", doc="Unix time (s) when the worker began the case (its group, for grouped cases)"),
+    Column("ended_at", "float64", doc="Unix time (s) when the worker finished the case (its group)"),
 )
 _REQUIRED = frozenset(("schema", "kind", "suite", "case_id", "status"))
 

@@ -112,11 +112,18 @@ def execute_item(item: Task | TaskGroup | Mapping[str, Any]) -> list[tuple[Task,
     """Run a task or a group (or the JSON form of either) in this process: ``[(task, row)]``."""
     if isinstance(item, Mapping):
         item = TaskGroup.from_json(item) if "group" in item else Task.from_json(item)
+    started = time.time()
     if isinstance(item, TaskGroup):
         rows = execute_group(item.tasks)
         _free_device_memory()
-        return list(zip(item.tasks, rows, strict=True))
-    return [(item, execute_task(item))]
+        pairs = list(zip(item.tasks, rows, strict=True))
+    else:
+        pairs = [(item, execute_task(item))]
+    ended = time.time()
+    for _, row in pairs:  # when the worker ran it: executors that run items side by side are checked on these
+        row.setdefault("started_at", started)
+        row.setdefault("ended_at", ended)
+    return pairs
 
 
 def _error_text(exc: BaseException) -> str:
