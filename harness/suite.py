@@ -59,10 +59,11 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 __all__ = [
     "Suite", "TimingSettings", "DEFAULT_SETTINGS", "KINDS", "SUITES_DIR", "load_suite", "resolve_suite",
     "find_suites", "expand", "expand_grid", "filter_params", "FILTER_KEYS", "TIMING_SUITE_KEYS", "WARN_CASES",
-    "CONFIRM_CASES", "count_cases",
+    "CONFIRM_CASES", "count_cases", "TUNING_KIND", "peek_suite", "select_cases", "filter_values",
 ]
 
 KINDS: tuple[str, ...] = ("timing", "recovery")
+TUNING_KIND = "tuning"  # read by harness.tuning.suite (gatebench tune --suite), not by load_suite
 STOP_RULES: tuple[str, ...] = ("fixed", "adaptive")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
@@ -239,16 +240,21 @@ def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any], *, yes:
             raise ValueError(f"suite: {path} is not valid TOML: {exc}") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"suite: cannot read {path}: {exc}") from None
-    kind = raw.get("kind", "timing")
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {kind!r}")
     name = raw.get("name") or (path.stem if path else None)
     source = str(path) if path else f"suite {name!r}"
+    kind = raw.get("kind", "timing")
+    if kind == TUNING_KIND:
+        raise ValueError(f"kind: {source} is a tuning suite: run it with gatebench tune --suite {path or 'FILE'}")
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {kind!r} (in {source})")
     _check_name(name, source)
     if not isinstance(raw.get("description", ""), str):
         raise ValueError(f"description: expected a string; got {raw['description']!r} (in {source})")
     if kind == "recovery":
-        settings, found = None, tuple(recovery_suite.expand(raw))
+        try:
+            settings, found = None, tuple(recovery_suite.expand(raw))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in {source})") from None
     else:
         unknown = sorted(set(raw) - set(TIMING_SUITE_KEYS))
         if unknown:
@@ -404,3 +410,60 @@ def filter_params(rows: Iterable[Mapping[str, Any]], filters: Mapping[str, Seque
         active[key] = allowed
     return [row for row in rows if all(key not in row or str(row[key]) in allowed
                                        for key, allowed in active.items())]
+
+
+def peek_suite(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A suite file's TOML as read, nothing checked: how ``gatebench list`` tells the tuning suites
+    (``kind = TUNING_KIND``, which ``load_suite`` refuses) from the others before loading them."""
+    path = resolve_suite(name_or_path)
+    try:
+        return _toml.loads(path.read_text(encoding="utf-8"))
+    except (_toml.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"suite: cannot read {path}: {exc}") from None
+
+
+def filter_values(key: str, values: Sequence[Any]) -> list[str]:
+    """The filter's values as the cases' text (devices normalised; an unknown device stays as given)."""
+    if key != "device":
+        return [str(v) for v in values]
+    out = []
+    for value in values:
+        try:
+            out.append(cases.normalize_device(value))
+        except ValueError:
+            out.append(str(value))
+    return out
+
+
+def _check_filter(key: str, values: Sequence[Any], params: Sequence[Mapping[str, Any]], suite: Suite) -> None:
+    import difflib
+
+    if not any(key in row for row in params):
+        keys = [k for k in FILTER_KEYS if any(k in row for row in params)]
+        raise ValueError(f"--{key}: expected a filter the cases of {suite.kind} suite {suite.name!r} have "
+                         f"(--{', --'.join(keys)}); got --{key} {' '.join(map(str, values))}")
+    known = sorted({str(row[key]) for row in params if key in row},
+                   key=lambda v: (v.isdigit(), len(v) if v.isdigit() else 0, v))  # numbers in numeric order
+    for value in filter_values(key, values):
+        if value in known:
+            continue
+        close = [] if key == "device" else difflib.get_close_matches(value, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"--{key}: expected one of {', '.join(known)} (the {key} values of suite {suite.name!r}); "
+                         f"got {value!r}{hint}")
+
+
+def select_cases(suite: Suite, filters: Mapping[str, Sequence[Any] | None]) -> list[Mapping[str, Any]]:
+    """The cases (identifying columns) the filters keep, after checking them against the suite's own values: a
+    key none of its cases has, a value none has (with a "did you mean" where one is close), or filters that
+    together keep no case are a ValueError naming the flag."""
+    params = suite.case_params()
+    given = {key: list(values) for key, values in filters.items() if values}
+    for key, values in given.items():
+        _check_filter(key, values, params, suite)
+    kept = filter_params(params, given)
+    if not kept:
+        shown = " ".join(f"--{key} {value}" for key, values in given.items() for value in values)
+        raise ValueError(f"filters: expected at least one case; got none of the {len(params)} cases of suite "
+                         f"{suite.name!r} with {shown}")
+    return kept

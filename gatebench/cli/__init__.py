@@ -7,6 +7,8 @@ defines ``register(app)``. A new command is a new module here and one line in ``
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from gatebench.cli import recover, report, run, targets, tune
@@ -22,6 +24,22 @@ COMMANDS = (run, recover, tune, report, targets)
 
 for _module in COMMANDS:
     _module.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gatebench.plain import version
+
+        typer.echo(f"gatebench {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version of gatebench and exit.")] = False,
+) -> None:
+    """Benchmark and compare Mixture-of-Experts gates in PyTorch and TensorFlow."""
 
 
 def main() -> None:

@@ -25,10 +25,14 @@ from typing import Annotated
 import typer
 
 from gatebench.cli.common import console as _console
+from gatebench.plain import Announcer, AnnouncingExecutor, recovery_label
+from gates import FRAMEWORKS, GATE_NAMES
 from harness.env import quiet_frameworks
 
 _QUICK_HELP = ("Small problem for a smoke run (8 experts, k=2, 8 tasks in 4 clusters, 150 steps, 512 samples) for "
                "the options not given.")
+_GATE_HELP = ", ".join(GATE_NAMES[:-1]) + f" or {GATE_NAMES[-1]}."
+_FRAMEWORK_HELP = " or ".join(FRAMEWORKS) + "."
 # The single run's problem size when neither the option nor --quick gives it.
 DEFAULTS = {"experts": 16, "k": 4, "tasks": 32, "clusters": 8}
 
@@ -36,8 +40,8 @@ DEFAULTS = {"experts": 16, "k": 4, "tasks": 32, "clusters": 8}
 def register(app: typer.Typer) -> None:
     @app.command("recover")
     def recover(
-        gate: Annotated[str, typer.Option(help="softmax, topk, dselect_k or hard_concrete.")] = "dselect_k",
-        framework: Annotated[str, typer.Option(help="torch or tf.")] = "torch",
+        gate: Annotated[str, typer.Option(help=_GATE_HELP)] = "dselect_k",
+        framework: Annotated[str, typer.Option(help=_FRAMEWORK_HELP)] = "torch",
         experts: Annotated[int | None, typer.Option(help="Number of experts n (default 16).")] = None,
         k: Annotated[int | None, typer.Option(help="Planted support size k (and the gates' k; default 4).")] = None,
         tasks: Annotated[int | None, typer.Option(help="Tasks T (static gating; 1 for per_example; default 32).")
@@ -56,7 +60,8 @@ def register(app: typer.Typer) -> None:
         entropy_reg: Annotated[float | None, typer.Option(help="DSelect-k entropy weight.")] = None,
         l0_reg: Annotated[float | None, typer.Option(help="Hard concrete L0 weight.")] = None,
         gamma: Annotated[float | None, typer.Option(help="DSelect-k smooth-step width.")] = None,
-        baseline: Annotated[str | None, typer.Option(help="Also run this gate; paired Wilcoxon.")] = None,
+        baseline: Annotated[str | None, typer.Option(help="Also run this gate (one of the above); paired Wilcoxon.")
+                            ] = None,
         quick: Annotated[bool, typer.Option("--quick", help=_QUICK_HELP)] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
         suite: Annotated[Path | None, typer.Option(help="Run this recovery suite file instead of one gate.")] = None,
@@ -74,6 +79,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         try:
+            _check_flags(suite=suite, out=out, resume=resume, fresh=fresh, report=report)
             if report is not None:
                 _report(report, as_json)
             elif suite is not None:
@@ -87,8 +93,25 @@ def register(app: typer.Typer) -> None:
                 problem = _problem(gate, framework, baseline, seeds, quick, knobs, optional)
                 _single(problem, gate, framework, seeds, baseline, as_json, console)
         except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            from rich.markup import escape
+
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(code=2) from None
+
+
+def _check_flags(**given) -> None:
+    """Flags that contradict each other, or that the chosen use ignores, are refused (ValueError)."""
+    if given["resume"] and given["fresh"]:
+        raise ValueError("--fresh: expected either --resume (continue --out) or --fresh (move it aside and start "
+                         "over); got both")
+    if given["suite"] is None:
+        ignored = [f"--{name}" for name in ("out", "resume", "fresh") if given[name]]
+        if ignored:
+            raise ValueError(f"{ignored[0]}: expected --suite with it (a single run writes no results file); got "
+                             f"{' '.join(ignored)} without --suite")
+    if given["suite"] is not None and given["report"] is not None:
+        raise ValueError("--report: expected either --suite (run a suite) or --report (summarise a results file); "
+                         "got both")
 
 
 def _problem(gate: str, framework: str, baseline: str | None, seeds: int, quick: bool, knobs: dict,
@@ -118,8 +141,9 @@ def _single(problem, gate: str, framework: str, seeds: int, baseline: str | None
     from harness.recovery.run import METRICS, json_safe, run_seeds
 
     total = seeds * (2 if baseline else 1)
+    Announcer(lambda line: console.print(line, highlight=False, markup=False))(framework)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"{gate} / {framework}", total=total)
+        task = progress.add_task(f"{gate} / {framework} / {seeds} seed(s)", total=total)
         result = run_seeds(problem, gate, framework, list(range(seeds)), baseline=baseline,
                            progress=lambda: progress.advance(task))
     if as_json:
@@ -147,6 +171,7 @@ def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> 
 
     from rich.progress import Progress
 
+    from harness.executors import InProcessExecutor
     from harness.results import read_rows
     from harness.runner import results_path, run_suite
     from harness.suite import load_suite
@@ -158,12 +183,15 @@ def _suite(path: Path, out: Path | None, resume: bool, fresh: bool, console) -> 
         raise ValueError(f"suite: expected a recovery suite (kind = \"recovery\"); {path} has kind {loaded.kind!r}"
                          " (run it with gatebench run)")
     start = time.perf_counter()
+    executor = AnnouncingExecutor(InProcessExecutor(), Announcer(
+        lambda line: console.print(line, highlight=False, markup=False)))
     try:
         with Progress(console=console) as progress:
             bar = progress.add_task(f"recovery suite {loaded.name}", total=None)
-            summary = run_suite(loaded, out, resume=resume, fresh=fresh,
+            summary = run_suite(loaded, out, resume=resume, fresh=fresh, executor=executor,
                                 on_plan=lambda tasks, resumed: progress.update(bar, total=len(tasks)),
-                                on_row=lambda row: progress.advance(bar))
+                                on_row=lambda row: progress.update(bar, advance=1, description=(
+                                    f"{loaded.name}: {recovery_label(row)}")))
     except KeyboardInterrupt:
         results = results_path(loaded, out)
         kept = len(read_rows(results).rows) if results.exists() else 0

@@ -14,10 +14,11 @@ def report(
         list[Path], typer.Argument(help="Results files (.jsonl, pytest-benchmark .json) or directories.")
     ],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Directory to write index.html, summary.md, results.csv.")
-    ],
+        Path | None, typer.Option("-o", "--out", help="Directory to write index.html, summary.md, results.csv "
+                                                      "(default: report/ beside the first results file).")
+    ] = None,
     baseline: Annotated[
-        str, typer.Option(help="Baseline gate of the ratios ('gate' or 'gate/impl').")
+        str, typer.Option(help="Baseline gate of the ratios ('gate' or 'gate/impl'): a gate of the loaded rows.")
     ] = "topk",
     history: Annotated[
         list[Path] | None,
@@ -27,19 +28,55 @@ def report(
 ) -> None:
     """Write a self-contained HTML report (tables, figures, provenance), a Markdown summary and a CSV."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from reports.render import write_report
+    from reports.load import load_results
+    from reports.render import build_report
 
     console = Console(stderr=True, width=200)
+    if out is None:
+        out = default_out(results)
+        console.print(f"writing the report to {escape(str(out))} (-o DIR for another folder)", highlight=False)
     try:
-        paths = write_report(results, out, baseline=baseline, history=history or ())
+        sources = [str(p) for p in results]
+        loaded = load_results(sources)
+        if loaded.frame.empty:
+            detail = "; ".join(loaded.problems[:5])
+            raise ValueError(f"paths: expected results files with timing or recovery rows; loaded none from "
+                             f"{', '.join(sources)}" + (f" ({detail})" if detail else ""))
+        check_baseline(baseline, loaded.frame)
+        paths = build_report(loaded, out, baseline=baseline, sources=sources, history=history or ())
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     for problem in paths.problems:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+        console.print(f"[yellow]skipped[/yellow] {escape(str(problem))}")
     console.print(f"{paths.figures} figure(s); summary {paths.summary_md}; data {paths.results_csv}")
     typer.echo(str(paths.index_html))
+
+
+def default_out(results: list[Path]) -> Path:
+    """``report/`` beside the first results file (inside it when it is a folder)."""
+    first = Path(results[0]) if results else Path(".")
+    return (first if first.is_dir() else first.parent) / "report"
+
+
+def check_baseline(baseline: str, frame) -> None:
+    """The baseline (``gate`` or ``gate/impl``) must be a gate (and implementation) of the loaded rows."""
+    import difflib
+
+    gate, _, impl = baseline.partition("/")
+    known = sorted(str(g) for g in frame["gate"].dropna().unique()) if "gate" in frame else []
+    if gate not in known:
+        close = difflib.get_close_matches(gate, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"baseline: expected a gate of the loaded rows ({', '.join(known) or 'none'}), or "
+                         f"'gate/impl'; got {baseline!r}{hint}")
+    if impl and "impl" in frame:
+        impls = sorted(str(i) for i in frame.loc[frame["gate"] == gate, "impl"].dropna().unique())
+        if impls and impl not in impls:
+            raise ValueError(f"baseline: expected an implementation of {gate} in the loaded rows "
+                             f"({', '.join(impls)}); got {baseline!r}")
 
 
 _COMPARE_HELP = "\n\n".join([

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 
 from gatebench.cli.common import console as _console
-from gatebench.plain import interrupted_line
+from gatebench.cli.common import error_console
+from gatebench.plain import (
+    Announcer,
+    AnnouncingExecutor,
+    case_columns,
+    contradictions,
+    interrupted_line,
+    recovery_label,
+    selection,
+)
 from harness.env import quiet_frameworks
 
 _FILTER_HELP = "Only cases with this {} (repeat for several)."
@@ -35,6 +44,9 @@ def run(
         help="With --isolate: kill a case's subprocess after this many seconds (a failed row; default: the "
              "suite's case_timeout_s, else no limit).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Run a suite of more than 100,000 cases.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the cases the filters select (a table) and exit: nothing runs, nothing is "
+                          "written.")] = False,
     gate: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gate"))] = None,
     framework: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("framework"))] = None,
     device: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("device (cpu, gpu)"))] = None,
@@ -55,38 +67,36 @@ def run(
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes.
 
     Exit 0 when no case is failed; 1 when a planned case's newest row is failed (a later --resume runs it
-    again); 2 on a bad argument, a results file that cannot be written or is locked by another run; 130 when
-    interrupted (the rows written so far are kept)."""
+    again); 2 on a bad argument (an unknown filter value, filters that select nothing, --device gpu with no GPU,
+    contradictory flags, a bad suite file), a results file that cannot be written or is locked by another run;
+    130 when interrupted (the rows written so far are kept)."""
     quiet_frameworks()
-    from harness.executors import make_executor
     from harness.results import ResultsError
     from harness.runner import results_path
-    from harness.suite import WARN_CASES, load_suite
 
-    console = _console()
-    try:
-        loaded = load_suite(suite, yes=yes).with_settings(threads=threads, rounds=rounds, stop=stop)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SUITE") from exc
-    try:
-        executor = make_executor(isolate, case_timeout, loaded.settings)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--case-timeout") from exc
-    if len(loaded.cases) > WARN_CASES:
-        console.print(f"[yellow]warning:[/yellow] {loaded.name} has {len(loaded.cases):,} cases (over "
-                      f"{WARN_CASES:,}); filters (--gate, --framework, ...) run a part of it")
+    console, err = _console(), error_console()
+    _fail_on(err, contradictions(resume=resume, fresh=fresh, retry_skipped=retry_skipped))
+    loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop)
+    executor = _executor(err, isolate, case_timeout, loaded.settings)
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
     options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
                "threads": threads, "rounds": rounds, "stop": stop, **filters}
+    announce = Announcer(lambda line: err.print(line, highlight=False, markup=False))
     try:
-        summary = _run_with_progress(console, loaded, out, filters, executor, resume=resume, fresh=fresh,
-                                     retry_skipped=retry_skipped)
-    except ResultsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
+        selected = selection(loaded, filters, announce)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--out/--resume/--fresh") from exc
+        _fail_on(err, str(exc))
+    if dry_run:
+        console.print(f"{loaded.name}: {len(selected)} of {len(loaded.cases)} case(s) selected (dry run: nothing "
+                      "run, nothing written)", highlight=False)
+        console.print(_dry_run_table(selected))
+        return
+    try:
+        summary = _run_with_progress(console, loaded, out, filters, AnnouncingExecutor(executor, announce),
+                                     resume=resume, fresh=fresh, retry_skipped=retry_skipped)
+    except (ResultsError, ValueError) as exc:  # the results file ("out: ..."), or what the runner refused
+        _fail_on(err, str(exc))
     except KeyboardInterrupt:
         console.print(interrupted_line(results_path(loaded, out), suite, out, options))
         raise typer.Exit(code=130) from None
@@ -95,13 +105,71 @@ def run(
         raise typer.Exit(code=1)
 
 
+def _fail_on(err, message: str | None) -> None:
+    """Exit 2 with ``error: MESSAGE`` on stderr, when there is a message."""
+    if message:
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        raise typer.Exit(code=2)
+
+
+def _load(err, suite: str, yes: bool, **settings: Any):
+    """The checked suite with the command line's settings; exit 2 naming the file and key of what is wrong."""
+    from harness.suite import WARN_CASES, load_suite
+
+    try:
+        loaded = load_suite(suite, yes=yes)
+    except ValueError as exc:
+        _fail_on(err, f"suite error: {exc}")
+    try:
+        loaded = loaded.with_settings(**settings)
+    except ValueError as exc:
+        _fail_on(err, f"--{'/--'.join(k for k, v in settings.items() if v is not None)}: {exc}")
+    if len(loaded.cases) > WARN_CASES:
+        err.print(f"[yellow]warning:[/yellow] {loaded.name} has {len(loaded.cases):,} cases (over "
+                  f"{WARN_CASES:,}); filters (--gate, --framework, ...) run a part of it")
+    return loaded
+
+
+def _executor(err, isolate: bool, case_timeout: float | None, settings):
+    """The executor of the run's flags (``harness.executors.make_executor``); exit 2 on flags it refuses."""
+    from harness.executors import make_executor
+
+    try:
+        return make_executor(isolate, case_timeout, settings)
+    except ValueError as exc:
+        _fail_on(err, str(exc))
+
+
+def _dry_run_table(selected: list[dict[str, Any]]):
+    from rich.table import Table
+
+    varying, shared = case_columns(selected)
+    table = Table(caption=("all: " + ", ".join(f"{k}={v}" for k, v in shared.items())) if shared else None)
+    for name in varying:
+        table.add_column(name, no_wrap=True)
+    for row in selected:
+        table.add_row(*(str(row.get(name)) for name in varying))
+    return table
+
+
 def _run_with_progress(console, loaded, out: Path, filters: dict, executor, **modes: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from harness.runner import run_suite
 
+    # One step per row: a timing group's rows come back together, each advances the bar (and the ETA) by one.
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
+                  transient=False) as progress:
         bar = progress.add_task(loaded.name, total=None, last="")
 
         def on_plan(tasks: list[Any], resumed: int) -> None:
@@ -132,6 +200,8 @@ def _print_summary(console, summary, kind: str) -> None:
 
 
 def _short(row: dict[str, Any]) -> str:
+    if row.get("kind") == "recovery":
+        return recovery_label(row)
     if row.get("kind") != "timing":
         return row["case_id"][:60]
     return " ".join(str(row.get(k)) for k in ("gate", "framework", "device", "impl", "mode", "gating"))
@@ -197,22 +267,9 @@ def list_command() -> None:
     import gates
     from harness import cases
     from harness.adapters import Unavailable, framework_installed, get_adapter
-    from harness.suite import expand, find_suites, load_suite
 
     console = _console()
-    suites = Table(title="suites")
-    for name in ("name", "kind", "cases", "file", "description"):
-        suites.add_column(name)
-    paths = {p.resolve(): p for p in find_suites(Path.cwd() / "suites") + find_suites()}
-    for path in sorted(paths.values()):
-        try:
-            s = load_suite(path)
-            count = str(len(expand(s))) if s.kind == "timing" else "-"
-            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-            suites.add_row(s.name, s.kind, count, str(shown), s.description)
-        except (ValueError, OSError) as exc:
-            suites.add_row(path.stem, "?", "-", str(path), f"[red]{exc}[/red]")
-    console.print(suites)
+    console.print(_suites_table())
     console.print("gates: " + ", ".join(gates.GATE_NAMES))
     console.print("impls: " + ", ".join(cases.IMPLS) + f" ({', '.join(cases.DSELECT_ONLY_IMPLS)}: dselect_k only; "
                   f"triton: PyTorch on a GPU, {_triton_status()})")
@@ -230,6 +287,37 @@ def list_command() -> None:
         except (Unavailable, ImportError) as exc:
             frameworks.add_row(fw, "broken", "-", str(exc))
     console.print(frameworks)
+
+
+def _suites_table():
+    """Every suite file here: name, kind, case count (timing), file, description; a tuning suite (run by
+    ``gatebench tune --suite``) is listed as one, a file that does not load shows its error."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from harness.suite import TUNING_KIND, find_suites, load_suite, peek_suite
+
+    suites = Table(title="suites")
+    for name in ("name", "kind", "cases", "file", "description"):
+        suites.add_column(name)
+    paths = {p.resolve(): p for p in find_suites(Path.cwd() / "suites") + find_suites()}
+    for path in sorted(paths.values()):
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        try:
+            raw = peek_suite(path)
+            if raw.get("kind") == TUNING_KIND:
+                from harness.tuning.suite import load_tuning_suite
+
+                config = load_tuning_suite(path)
+                suites.add_row(config.name, TUNING_KIND, "-", str(shown), escape(str(raw.get("description", "")))
+                               + f" (gatebench tune --suite {shown})")
+                continue
+            s = load_suite(path)
+            count = str(len(s.cases)) if s.kind == "timing" else "-"
+            suites.add_row(s.name, s.kind, count, str(shown), escape(s.description))
+        except (ValueError, OSError, ImportError) as exc:
+            suites.add_row(path.stem, "?", "-", str(shown), f"[red]{escape(str(exc))}[/red]")
+    return suites
 
 
 def _triton_status() -> str:
