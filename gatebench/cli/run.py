@@ -22,6 +22,7 @@ from gatebench.plain import (
     selection,
 )
 from harness.env import quiet_frameworks
+from harness.suite import FILTER_KEYS
 
 _FILTER_HELP = "Only cases with this {} (repeat for several)."
 
@@ -31,22 +32,31 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_command)
 
 
+_HELP = {
+    "suite": "A suite TOML file, or the name of one in suites/.",
+    "out": "Results folder (the file is OUT/<suite>.jsonl) or a .jsonl path.",
+    "resume": "Skip the cases done in the results file (newest row ok or skipped); failed cases run again.",
+    "case_timeout": "With --isolate: kill a case's subprocess after this many seconds (a failed row; default: the "
+                    "suite's case_timeout_s, else no limit).",
+    "dry_run": "List the cases the filters select (a table) and exit: nothing runs, nothing is written.",
+    "threads": "Intra-op threads per framework while timing (default: the suite's `threads`, 1).",
+    "rounds": "Interleaved rounds: cases compared with each other are timed in turn this many times (default: the "
+              "suite's `rounds`, 8).",
+    "stop": "fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
+            "ci_width).",
+}
+
+
 def run(
-    suite: Annotated[str, typer.Argument(help="A suite TOML file, or the name of one in suites/.")],
-    out: Annotated[Path, typer.Option(help="Results folder (the file is OUT/<suite>.jsonl) or a .jsonl path.")] = Path(
-        "results"),
-    resume: Annotated[bool, typer.Option(
-        help="Skip the cases done in the results file (newest row ok or skipped); failed cases run again.")] = False,
+    suite: Annotated[str, typer.Argument(help=_HELP["suite"])],
+    out: Annotated[Path, typer.Option(help=_HELP["out"])] = Path("results"),
+    resume: Annotated[bool, typer.Option(help=_HELP["resume"])] = False,
     retry_skipped: Annotated[bool, typer.Option(help="With --resume: run the skipped cases again too.")] = False,
     fresh: Annotated[bool, typer.Option(help="Move an existing results file aside and start over.")] = False,
     isolate: Annotated[bool, typer.Option(help="Run each case in its own subprocess.")] = False,
-    case_timeout: Annotated[float | None, typer.Option(
-        help="With --isolate: kill a case's subprocess after this many seconds (a failed row; default: the "
-             "suite's case_timeout_s, else no limit).")] = None,
+    case_timeout: Annotated[float | None, typer.Option(help=_HELP["case_timeout"])] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Run a suite of more than 100,000 cases.")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="List the cases the filters select (a table) and exit: nothing runs, nothing is "
-                          "written.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_HELP["dry_run"])] = False,
     gate: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gate"))] = None,
     framework: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("framework"))] = None,
     device: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("device (cpu, gpu)"))] = None,
@@ -55,14 +65,9 @@ def run(
     gating: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("gating"))] = None,
     dtype: Annotated[list[str] | None, typer.Option(help=_FILTER_HELP.format("dtype"))] = None,
     experts: Annotated[list[int] | None, typer.Option(help=_FILTER_HELP.format("number of experts"))] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="Intra-op threads per framework while timing (default: the suite's `threads`, 1).")] = None,
-    rounds: Annotated[int | None, typer.Option(
-        help="Interleaved rounds: cases compared with each other are timed in turn this many times "
-             "(default: the suite's `rounds`, 8).")] = None,
-    stop: Annotated[str | None, typer.Option(
-        help="fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
-             "ci_width).")] = None,
+    threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
+    rounds: Annotated[int | None, typer.Option(help=_HELP["rounds"])] = None,
+    stop: Annotated[str | None, typer.Option(help=_HELP["stop"])] = None,
 ) -> None:
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes.
 
@@ -71,18 +76,27 @@ def run(
     contradictory flags, a bad suite file), a results file that cannot be written or is locked by another run;
     130 when interrupted (the rows written so far are kept)."""
     quiet_frameworks()
-    from harness.results import ResultsError
-    from harness.runner import results_path
-
     console, err = _console(), error_console()
     _fail_on(err, contradictions(resume=resume, fresh=fresh, retry_skipped=retry_skipped))
     loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop)
     executor = _executor(err, isolate, case_timeout, loaded.settings)
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
+    announce = Announcer(lambda line: err.print(line, highlight=False, markup=False))
+    if not _select(console, err, loaded, filters, announce, dry_run):
+        return
     options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
                "threads": threads, "rounds": rounds, "stop": stop, **filters}
-    announce = Announcer(lambda line: err.print(line, highlight=False, markup=False))
+    summary = _execute(console, err, loaded, (suite, out, options), AnnouncingExecutor(executor, announce),
+                       resume=resume, fresh=fresh, retry_skipped=retry_skipped)
+    _print_summary(console, summary, loaded.kind)
+    if summary.still_failed:
+        raise typer.Exit(code=1)
+
+
+def _select(console, err, loaded, filters: dict, announce: Announcer, dry_run: bool) -> bool:
+    """Check the filters (and --device gpu) before anything runs; with ``dry_run`` print the selected cases.
+    True when the run goes on."""
     try:
         selected = selection(loaded, filters, announce)
     except ValueError as exc:
@@ -91,18 +105,22 @@ def run(
         console.print(f"{loaded.name}: {len(selected)} of {len(loaded.cases)} case(s) selected (dry run: nothing "
                       "run, nothing written)", highlight=False)
         console.print(_dry_run_table(selected))
-        return
+    return not dry_run
+
+
+def _execute(console, err, loaded, where: tuple, executor, **modes: bool):
+    """Run with the progress bar; exit 2 on a results file that cannot be used, 130 when interrupted."""
+    from harness.results import ResultsError
+    from harness.runner import results_path
+
+    suite, out, options = where
     try:
-        summary = _run_with_progress(console, loaded, out, filters, AnnouncingExecutor(executor, announce),
-                                     resume=resume, fresh=fresh, retry_skipped=retry_skipped)
+        return _run_with_progress(console, loaded, out, options, executor, **modes)
     except (ResultsError, ValueError) as exc:  # the results file ("out: ..."), or what the runner refused
         _fail_on(err, str(exc))
     except KeyboardInterrupt:
         console.print(interrupted_line(results_path(loaded, out), suite, out, options))
         raise typer.Exit(code=130) from None
-    _print_summary(console, summary, loaded.kind)
-    if summary.still_failed:
-        raise typer.Exit(code=1)
 
 
 def _fail_on(err, message: str | None) -> None:
@@ -154,7 +172,7 @@ def _dry_run_table(selected: list[dict[str, Any]]):
     return table
 
 
-def _run_with_progress(console, loaded, out: Path, filters: dict, executor, **modes: bool):
+def _run_with_progress(console, loaded, out: Path, options: dict, executor, **modes: bool):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -182,6 +200,7 @@ def _run_with_progress(console, loaded, out: Path, filters: dict, executor, **mo
             if row["status"] == "failed":
                 progress.console.print(f"[red]failed[/red] {row['case_id']}: {row.get('error')}")
 
+        filters = {key: options.get(key) for key in FILTER_KEYS}
         return run_suite(loaded, out, executor=executor, filters=filters, on_plan=on_plan, on_row=on_row, **modes)
 
 
