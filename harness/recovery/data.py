@@ -4,7 +4,8 @@ Shapes: ``N`` training examples, ``M`` test examples, ``p`` input width, ``n`` e
 MLP expert, ``T`` tasks, ``C`` clusters, ``S`` rows of the planted support (``T`` static, ``C`` per-example),
 ``B`` batch, ``k`` planted non-zeros.
 
-Each seed draws independent streams (``default_rng([seed, stream])``) for the data, the mini-batch order, the
+The generators reconstruct the DSelect-k paper's synthetic setting from its description (they are not the paper's
+own code or data). Each seed draws independent streams (``default_rng([seed, stream])``) for the data, the mini-batch order, the
 gates' training noise and the initial parameters, so changing one (say, the gate) never shifts another.
 """
 
@@ -86,18 +87,20 @@ class PlantedData:
         return self.support[self.cluster_test]
 
     def gate_noise(self, gate: str) -> np.ndarray | None:
-        """Training noise of ``gate`` for every step: hard concrete's uniform ``u`` in ``(eps, 1 - eps)``,
-        ``(steps, T, n)`` static or ``(steps, B, n)`` per-example; ``None`` for the noise-free gates."""
+        """Training noise of ``gate`` for every step, ``(steps, T, n)`` static or ``(steps, B, n)`` per-example:
+        hard concrete's uniform ``u`` in ``(eps, 1 - eps)``, noisy Top-k's (``topk_noisy``) standard normal
+        ``eps``; ``None`` for the noise-free gates. Drawn from the seed's noise stream (one gate per run)."""
         if gate not in self._noise_cache:
-            if gate != "hard_concrete":
-                self._noise_cache[gate] = None
-            else:
+            pr = self.problem
+            size = (pr.steps, pr.tasks if pr.gating == "static" else pr.batch, pr.experts)
+            if gate == "hard_concrete":
                 from gates.spec import HARD_CONCRETE_EPS as eps
 
-                pr = self.problem
-                rows = pr.tasks if pr.gating == "static" else pr.batch
-                u = _rng(self.seed, _NOISE).uniform(eps, 1.0 - eps, size=(pr.steps, rows, pr.experts))
-                self._noise_cache[gate] = u
+                self._noise_cache[gate] = _rng(self.seed, _NOISE).uniform(eps, 1.0 - eps, size=size)
+            elif gate == "topk" and pr.topk_noisy:
+                self._noise_cache[gate] = _rng(self.seed, _NOISE).standard_normal(size=size)
+            else:
+                self._noise_cache[gate] = None
         return self._noise_cache[gate]
 
     def init_gate_params(self, gate: str) -> dict[str, np.ndarray]:

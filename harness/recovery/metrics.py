@@ -1,7 +1,7 @@
 """Recovery metrics and statistics over seeds: NumPy and SciPy only.
 
-A run is scored on its *selected sets*: for the sparse gates (Top-k, DSelect-k, hard concrete) the experts with
-non-zero test-time weight; for softmax, whose weights are all positive, its ``k`` largest weights
+A run is scored on its *selected sets*: for the sparse gates (Top-k, DSelect-k, hard concrete, sigmoid_topk,
+sparsemax, entmax15, ReMoE) the experts with non-zero test-time weight; for softmax, whose weights are all positive, its ``k`` largest weights
 (``selection = "topk_of_dense"``). Rows are tasks (static) or test examples (per-example); each row is compared
 with its planted support and the scores are averaged over rows.
 """
@@ -13,7 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SELECTIONS = {"softmax": "topk_of_dense", "topk": "nonzero", "dselect_k": "nonzero", "hard_concrete": "nonzero"}
+# The support of a run is the set of experts with non-zero test-time weight wherever the gate has exact zeros:
+# Top-k, DSelect-k (once its selectors saturate), hard concrete, sigmoid_topk (k experts by biased score, weighted
+# by their unbiased sigmoid scores: never 0), sparsemax and entmax15 (exact zeros by construction) and ReMoE (ReLU:
+# exact zeros, how many steered by its L1 term). Only softmax is dense: its support is its k largest weights.
+SELECTIONS = {"softmax": "topk_of_dense", "topk": "nonzero", "dselect_k": "nonzero", "hard_concrete": "nonzero",
+              "sigmoid_topk": "nonzero", "sparsemax": "nonzero", "entmax15": "nonzero", "remoe": "nonzero"}
 
 
 def select(weights: np.ndarray, gate: str, k: int) -> np.ndarray:

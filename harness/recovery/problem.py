@@ -61,7 +61,12 @@ class RecoveryProblem:
     constant learning rate ``lr``, ``steps`` mini-batch steps of ``batch`` examples, supports recorded every
     ``eval_every`` steps, DSelect-k's ``gamma`` and ``entropy_reg``, hard concrete's ``l0_reg``, float ``dtype``.
     ``dselect_z_init``: DSelect-k's selector logits start ``~ U(-c * gamma, c * gamma)``; ``c = 0.01`` is the
-    paper's (and ``gates``') initialisation, other values exist to study it.
+    paper's (and ``gates``') initialisation, other values exist to study it. ``topk_noisy``: Top-k's training
+    noise (Shazeer et al.: ``l + eps * softplus(noise_l)``, ``eps`` seeded NumPy, ``PlantedData.gate_noise``);
+    ``load_balance``: Top-k's CV^2 load-balancing weight (each task's gate its own). Both off by default.
+
+    The generators are a reconstruction of the DSelect-k paper's synthetic setting from its description, not the
+    paper's own code or data.
     """
 
     gating: str = "static"
@@ -90,6 +95,8 @@ class RecoveryProblem:
     entropy_reg: float = 0.001
     dselect_z_init: float = 0.01
     l0_reg: float = 0.01
+    topk_noisy: bool = False
+    load_balance: float = 0.0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -111,7 +118,9 @@ class RecoveryProblem:
             raise ValueError(f"tasks: expected 1 for per_example gating (clusters are of inputs); got {self.tasks}")
         for name in ("hidden", "input_dim", "samples", "test_samples", "steps", "batch", "eval_every"):
             _check_int(name, getattr(self, name), 1)
-        for name in ("noise", "cluster_separation", "entropy_reg", "l0_reg"):
+        if not isinstance(self.topk_noisy, bool):
+            raise ValueError(f"topk_noisy: expected True or False; got {self.topk_noisy!r}")
+        for name in ("noise", "cluster_separation", "entropy_reg", "l0_reg", "load_balance"):
             spec.check_nonnegative(name, getattr(self, name))
         for name in ("lr", "adam_eps", "gamma", "dselect_z_init"):
             spec.check_positive(name, getattr(self, name))
@@ -133,8 +142,11 @@ class RecoveryProblem:
 
     def gate_hparams(self, gate: str) -> dict[str, Any]:
         """The hyper-parameters of ``gate`` that this problem fixes (gamma and entropy for DSelect-k, L0 weight
-        for hard concrete; Top-k runs without noise or load balancing, softmax has none)."""
+        for hard concrete, training noise and CV^2 load balancing for Top-k; the other gates run on their
+        ``gates`` defaults)."""
         spec.check_gate_name(gate)
+        if gate == "topk":
+            return {"noisy": self.topk_noisy, "load_balance": self.load_balance}
         if gate == "dselect_k":
             return {"gamma": self.gamma, "entropy_reg": self.entropy_reg}
         if gate == "hard_concrete":

@@ -1,4 +1,5 @@
-"""Run recovery experiments: one (gate, framework, seed) at a time, or several seeds with a summary.
+"""Run recovery experiments: one (gate, framework, seed), or several seeds (trained together, ``train_many``) with
+a summary.
 
 Frameworks are imported only when a run needs them.
 """
@@ -82,6 +83,25 @@ def train(data: PlantedData, gate: str, framework: str) -> TrainResult:
     return loop.train(data, gate)
 
 
+def train_many(datas: Sequence[PlantedData], gate: str, framework: str) -> list[TrainResult]:
+    """Train ``gate`` on every run of ``datas`` (one ``PlantedData`` per run): all at once with the batched loop
+    (``batch``: a leading run axis, per-run learning rates and Adam knobs) when there are several runs that can share
+    a batch (``batch.batchable``, problems equal but for ``batch.RUN_KNOBS``), else one after another (``train``).
+    The results are the one-run loop's within float rounding."""
+    from .batch import batch_key, batchable
+
+    check_gate(gate)
+    limit_threads(check_framework(framework))
+    datas = list(datas)
+    if len(datas) < 2 or len({batch_key(d.problem) for d in datas}) > 1 or not batchable(datas[0].problem, gate):
+        return [train(data, gate, framework) for data in datas]
+    if framework == "torch":
+        from . import train_batched_torch as loop
+    else:
+        from . import train_batched_tf as loop
+    return loop.train_batched(datas, gate)
+
+
 def score(data: PlantedData, gate: str, result: TrainResult) -> dict[str, Any]:
     """The metrics of a finished run (see ``METRICS``), plus ``selection``, the per-evaluation
     ``support_changes_trace`` with its ``eval_steps`` (lists, one value per evaluation) and, for learned
@@ -136,20 +156,23 @@ def compare_to_baseline(runs: Sequence[dict[str, Any]], baseline_runs: Sequence[
     return paired_wilcoxon(values, [by_seed[s] for s in seeds])
 
 
-def run_seeds(problem: RecoveryProblem, gate: str, framework: str, seeds: Sequence[int],
-              baseline: str | None = None, progress: Any = None) -> dict[str, Any]:
-    """Run ``gate`` (and the ``baseline`` gate, if any) on every seed; return per-seed runs, their summary and the
-    paired test against the baseline. ``progress``: optional callable invoked after each run."""
-    runs, baseline_runs = [], []
-    for seed in seeds:
-        data = generate(problem, seed)
-        runs.append({"seed": int(seed), **run_one(problem, gate, framework, seed, data)})
+def _runs(datas: Sequence[PlantedData], gate: str, framework: str, progress: Any) -> list[dict[str, Any]]:
+    runs = []
+    for data, result in zip(datas, train_many(datas, gate, framework), strict=True):
+        runs.append({"seed": int(data.seed), **score(data, gate, result)})
         if progress:
             progress()
-        if baseline is not None:
-            baseline_runs.append({"seed": int(seed), **run_one(problem, baseline, framework, seed, data)})
-            if progress:
-                progress()
+    return runs
+
+
+def run_seeds(problem: RecoveryProblem, gate: str, framework: str, seeds: Sequence[int],
+              baseline: str | None = None, progress: Any = None) -> dict[str, Any]:
+    """Run ``gate`` (and the ``baseline`` gate, if any) on every seed, the seeds of a gate trained together
+    (``train_many``); return per-seed runs, their summary and the paired test against the baseline.
+    ``progress``: optional callable invoked after each run."""
+    datas = [generate(problem, seed) for seed in seeds]
+    runs = _runs(datas, gate, framework, progress)
+    baseline_runs = [] if baseline is None else _runs(datas, baseline, framework, progress)
     out: dict[str, Any] = {
         "gate": gate, "framework": framework, "selection": SELECTIONS[gate], "seeds": [int(s) for s in seeds],
         "problem": problem.to_dict(), "runs": runs, "mean": summarise(runs),
