@@ -16,8 +16,8 @@ Resources of a task:
   gives its ``skipped`` row).
 
 ``max_retries=1``: a task whose worker process dies is run once more; if it dies again, each of its cases gets a
-``failed`` row with the reason. Every row's provenance names the node that ran it (``machine``: its host name;
-``ray_node_id``, ``ray_node_ip``) and ``executor: "ray"``.
+``failed`` row with the reason. Every row's provenance names the node that ran it (``machine``: its host name,
+``ray_node_id``) and ``executor: "ray"``.
 
 Ray is optional and imported only here, when such an executor is made: without it, a ValueError names the extra.
 """
@@ -65,8 +65,7 @@ def _ray_task(unit: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import ray
 
     return run_unit(unit, {"executor": "ray", "machine": platform.node(),
-                           "ray_node_id": ray.get_runtime_context().get_node_id(),
-                           "ray_node_ip": ray.util.get_node_ip_address()})
+                           "ray_node_id": ray.get_runtime_context().get_node_id()})
 
 
 class RayExecutor:
