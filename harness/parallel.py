@@ -29,6 +29,7 @@ import math
 import multiprocessing
 import os
 import queue
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -155,6 +156,7 @@ def _init_worker(slots: Any, shares: Sequence[tuple[int, ...]]) -> None:
         index = slots.value
         slots.value += 1
     cores = shares[index % len(shares)]
+    _die_with_parent()
     os.environ.update(thread_env(1))
     quiet_frameworks()
     try:
@@ -162,6 +164,22 @@ def _init_worker(slots: Any, shares: Sequence[tuple[int, ...]]) -> None:
     except (AttributeError, OSError):
         cores = ()
     _WORKER.update(cores=list(cores), pid=os.getpid())
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the driver dies (``PR_SET_PDEATHSIG``), so no idle worker outlives
+    a SIGKILLed run; a worker whose driver is already gone exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        os._exit(1)
 
 
 def _pool_run(unit: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -95,12 +95,14 @@ def test_a_sigkilled_jobs_run_resumes_with_every_case_exactly_once(gt, tmp_path)
             if results.exists() and len(read_rows(results).rows) >= 2:
                 break
             time.sleep(0.02)
+        workers = _workers_of(proc.pid)
         assert proc.poll() is None, "the run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert workers and _wait_until(lambda: not any(_alive(pid) for pid in workers)), "a worker outlived its driver"
     n_before = len(read_rows(results).rows)
     assert 2 <= n_before < 10
     done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -109,6 +111,28 @@ def test_a_sigkilled_jobs_run_resumes_with_every_case_exactly_once(gt, tmp_path)
     counts = Counter(row["case_id"] for row in after)
     assert set(counts) == {task.case_id for task in _plan(suite)} and set(counts.values()) == {1}, counts
     assert all(row["status"] == "ok" for row in after)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc``)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.05)
+    return predicate()
 
 
 def _plan(path: Path) -> list[Task]:
