@@ -5,8 +5,9 @@ MLP expert, ``T`` tasks, ``C`` clusters, ``S`` rows of the planted support (``T`
 ``B`` batch, ``k`` planted non-zeros.
 
 The generators reconstruct the DSelect-k paper's synthetic setting from its description (they are not the paper's
-own code or data). Each seed draws independent streams (``default_rng([seed, stream])``) for the data, the mini-batch order, the
-gates' training noise and the initial parameters, so changing one (say, the gate) never shifts another.
+own code or data). Each seed draws independent streams (``default_rng([seed, stream])``) for the data, the
+mini-batch order, the gates' training noise and the initial parameters, so changing one (say, the gate) never
+shifts another.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Recovery metrics and statistics over seeds: NumPy and SciPy only.
 
 A run is scored on its *selected sets*: for the sparse gates (Top-k, DSelect-k, hard concrete, sigmoid_topk,
-sparsemax, entmax15, ReMoE) the experts with non-zero test-time weight; for softmax, whose weights are all positive, its ``k`` largest weights
-(``selection = "topk_of_dense"``). Rows are tasks (static) or test examples (per-example); each row is compared
-with its planted support and the scores are averaged over rows.
+sparsemax, entmax15, ReMoE) the experts with non-zero test-time weight; for softmax, whose weights are all
+positive, its ``k`` largest weights (``selection = "topk_of_dense"``). Rows are tasks (static) or test examples
+(per-example); each row is compared with its planted support and the scores are averaged over rows.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def train_batched(datas: Sequence[PlantedData], gate: str) -> list[TrainResult]:
         c1, c2 = batch.corrections(step)
         mse, grads = train_step(inputs, model.tensor(c1), model.tensor(c2), tf.constant(step + 1, model.dtype))
         if step == 0:
-            record["first_grads"] = {key: np.asarray(g.numpy(), np.float64) for key, g in zip(model.params, grads)}
+            record["first_grads"] = {key: np.asarray(g.numpy(), np.float64)
+                                     for key, g in zip(model.params, grads, strict=True)}
         if step + 1 == pr.steps:
             record["final_loss"] = np.asarray(mse.numpy(), np.float64) + regs
         if is_eval_step(pr, step):

@@ -118,7 +118,8 @@ def train_batched(datas: Sequence[PlantedData], gate: str) -> list[TrainResult]:
             mse, reg, q_train = model.forward(inputs, training=True, calls=step + 1)
             grads = torch.autograd.grad(mse.sum() + reg, list(model.params.values()))
             if step == 0:
-                record["first_grads"] = {key: g.to(torch.float64).numpy() for key, g in zip(model.params, grads)}
+                record["first_grads"] = {key: g.to(torch.float64).numpy()
+                                         for key, g in zip(model.params, grads, strict=True)}
             if step + 1 == pr.steps:
                 record["final_loss"] = mse.detach().to(torch.float64).numpy() + model.run_regs(inputs, step + 1)
             _adam(model, grads, step, hyper)
