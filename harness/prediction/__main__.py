@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder of the rows (one JSONL file per study)")
     parser.add_argument("--resume", action="store_true", help="reuse the runs already in the files")
     parser.add_argument("--json", help="write every study's verdict to this JSON file")
+    parser.add_argument("--framework", action="append", help="only the studies of this framework (repeatable)")
     args = parser.parse_args(argv)
     try:
         name, studies = load_prediction_suite(args.suite)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    studies = [s for s in studies if not args.framework or s.framework in args.framework]
     start, results = time.perf_counter(), []
     def progress(row: dict, done: int, total: int) -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {done}/{total} {row['gate']} {row['framework']} "
