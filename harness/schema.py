@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "SCHEMA_VERSION", "KINDS", "STATUSES", "Column", "RowKind", "COMMON", "TIMING", "RECOVERY", "ROW_KINDS",
+    "SCHEMA_VERSION", "KINDS", "STATUSES", "Column", "RowKind", "COMMON", "TIMING", "RECOVERY", "PREDICTION",
+    "ROW_KINDS",
     "COMMON_KEYS", "TIMING_KEYS", "TIMING_STATS", "RECOVERY_KEYS", "RECOVERY_METRICS", "IDENTIFYING", "row_kind",
     "check_values", "row_problem", "reader_dtypes",
 ]
 
 SCHEMA_VERSION = 1
-KINDS: tuple[str, ...] = ("timing", "recovery")
+KINDS: tuple[str, ...] = ("timing", "recovery", "prediction")
 STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
 
 
@@ -134,7 +135,23 @@ RECOVERY = RowKind(
     ),
 )
 
-ROW_KINDS: dict[str, RowKind] = {kind.name: kind for kind in (TIMING, RECOVERY)}
+PREDICTION = RowKind(
+    "prediction",
+    keys=(Column("gate", "string"), Column("framework", "string"), Column("seed", "Int64"),
+          Column("split", "string", doc="val (a tuning trial) or test (a held-out rerun)"),
+          Column("problem", "string", doc="name of the prediction problem; its knobs are columns too"),
+          Column("study", "string"), Column("sampler", "string"), Column("trial", "Int64"),
+          Column("tuning_seed", "Int64")),
+    statistics=(
+        *_columns("float64", "", "acc_mean nnz_mean entropy_mean final_loss first_loss"),
+        Column("train_ms", "float64", "ms"),
+        Column("eval_steps", "object", doc="the steps of the evaluations"),
+        Column("nnz_trace", "object", doc="mean non-zero weights per task's gate at each evaluation"),
+        Column("acc_trace", "object", doc="mean accuracy over the tasks at each evaluation"),
+    ),
+)
+
+ROW_KINDS: dict[str, RowKind] = {kind.name: kind for kind in (TIMING, RECOVERY, PREDICTION)}
 # What a row read back must have to be used (a report, a comparison, ``--resume``): who made it and which case.
 IDENTIFYING: tuple[str, ...] = ("gate", "framework", "case_id", "status", "schema", "suite")
 # Times, sizes and counts: never negative.
@@ -210,7 +227,7 @@ def row_problem(row: Any) -> str | None:
     does not fit its column, a negative time, size or count, ``samples_ms`` and ``sample_rounds`` of unequal
     length. Readers leave such rows out of reports, comparisons and ``--resume`` alike."""
     if not isinstance(row, Mapping) or row.get("kind") not in KINDS:
-        return "not a gatebench row (no 'kind' timing/recovery)"
+        return f"not a gatebench row (no 'kind' {'/'.join(KINDS)})"
     kind = row["kind"]
     missing = [name for name in IDENTIFYING if row.get(name) in (None, "")]
     if missing:
