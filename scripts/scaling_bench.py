@@ -5,7 +5,7 @@
 Each mode runs in a fresh Python process (as ``gatebench run`` would: imports included), one after the other, into
 its own results file; the script records each mode's wall time, the speed-up over serial, Ray's start-up
 (``RayExecutor.startup_s``: ``ray.init`` of the local cluster), the load average before and after each mode, and
-whether every case's metrics were the same in every mode.
+whether every case's metrics were the same in every mode (``same_metrics_as_first``: as in the first mode).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from scripts._common import write_json
 _RUN = """
 import json, sys, time
 start = time.perf_counter()
+from harness.env import quiet_frameworks
+quiet_frameworks()  # as the command line does: TF's oneDNN ops off in the driver as in the workers
 from harness.executors import make_executor
 from harness.runner import run_suite
 mode, jobs = sys.argv[3], int(sys.argv[4])
@@ -67,7 +69,9 @@ def main() -> None:
     serial = next((run["wall_s"] for run in runs if run["mode"] == "serial"), None)
     for run in runs:
         run["speedup"] = serial / run["wall_s"] if serial else None
-    same = all(m == metrics[args.modes[0]] for m in metrics.values())
+    for run in runs:
+        run["same_metrics_as_first"] = metrics[run["mode"]] == metrics[args.modes[0]]
+    same = all(run["same_metrics_as_first"] for run in runs)
     write_json(args.out, {"suite": args.suite, "jobs": args.jobs, "cores": len(os.sched_getaffinity(0)),
                           "runs": runs, "same_metrics_in_every_mode": same})
     print(f"wrote {args.out}")
