@@ -68,9 +68,16 @@ def _ray_task(unit: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            "ray_node_id": ray.get_runtime_context().get_node_id()})
 
 
+# A local cluster's address. Not 127.0.0.1: Ray replaces that one (and "localhost") by the machine's own network
+# address (``ray._private.services.resolve_ip_for_localhost``), so its processes would listen and talk there;
+# another address of the loopback range is kept as given, and every Ray process then binds to it.
+LOOPBACK = "127.0.0.2"
+
+
 class RayExecutor:
     """Run units as Ray tasks. ``address``: a running cluster (``"auto"``, or ``HOST:PORT``); None: a local
-    cluster of ``num_cpus`` CPUs (default: the usable cores), bound to 127.0.0.1, started on the first ``map``
+    cluster of ``num_cpus`` CPUs (default: the usable cores), bound to the loopback address ``LOOPBACK``, started
+    on the first ``map``
     and shut down after it. Where Ray is already initialised in this process, that cluster is used as it is.
     ``startup_s``: how long connecting (or starting the local cluster) took."""
 
@@ -92,7 +99,7 @@ class RayExecutor:
         common = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": False, "logging_level": "ERROR"}
         if self.address is None:
             ray.init(num_cpus=self.num_cpus or usable_cores(), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", resources={CPU_TIMING_RESOURCE: 1}, **common)
+                     _node_ip_address=LOOPBACK, resources={CPU_TIMING_RESOURCE: 1}, **common)
         else:
             ray.init(address=self.address, **common)
         self._owned = True

@@ -1,4 +1,4 @@
-"""``--executor ray`` (``harness.ray_executor.RayExecutor``) on a local cluster bound to 127.0.0.1, one cluster for
+"""``--executor ray`` (``harness.ray_executor.RayExecutor``) on a local cluster bound to loopback (127.0.0.2), one cluster for
 every test here (a session fixture): the same rows as a serial run, rows naming their node, a task that kills its
 worker as a ``failed`` row, and a second driver joining a ``ray start --head`` cluster by address."""
 
@@ -21,7 +21,7 @@ from harness.tasks import Task
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
 
-from harness.ray_executor import CPU_TIMING_RESOURCE, RayExecutor, worker_env  # noqa: E402
+from harness.ray_executor import CPU_TIMING_RESOURCE, LOOPBACK, RayExecutor, worker_env  # noqa: E402
 from tests._ray_crash import CRASH_PROBLEM  # noqa: E402
 from tests.test_parallel import _suite  # noqa: E402
 
@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def cluster():
     """One local Ray cluster for all the Ray tests: 2 CPUs, loopback only, no dashboard, the crash hook."""
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", resources={CPU_TIMING_RESOURCE: 1},
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address=LOOPBACK, resources={CPU_TIMING_RESOURCE: 1},
              runtime_env={"env_vars": worker_env(), "worker_process_setup_hook": "tests._ray_crash.install"},
              log_to_driver=False, logging_level="ERROR")
     try:
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {LOOPBACK}  # nothing beyond loopback
         yield ray
     finally:
         ray.shutdown()
@@ -94,7 +95,7 @@ def _tiny_task() -> Task:
 def test_a_second_driver_joins_a_ray_start_head_on_loopback(gt, tmp_path):
     env = quiet_frameworks({**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    start = [ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0", "--num-cpus", "1",
+    start = [ray_cli, "start", "--head", "--node-ip-address", LOOPBACK, "--port", "0", "--num-cpus", "1",
              "--include-dashboard", "false", "--disable-usage-stats",
              "--resources", json.dumps({CPU_TIMING_RESOURCE: 1})]
     try:
