@@ -44,6 +44,11 @@ _HELP = {
               "suite's `rounds`, 8).",
     "stop": "fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
             "ci_width).",
+    "jobs": "Run this many recovery tasks at a time, each pinned to its share of the cores (timing cases always "
+            "run alone). With --executor ray: the local cluster's CPUs.",
+    "executor": "local (this machine: in process, --isolate, --jobs) or ray (Ray tasks; the ray extra).",
+    "address": "With --executor ray: a running cluster ('auto', or HEAD:PORT); default: a local cluster on "
+               "loopback for this run.",
 }
 
 
@@ -68,6 +73,9 @@ def run(
     threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
     rounds: Annotated[int | None, typer.Option(help=_HELP["rounds"])] = None,
     stop: Annotated[str | None, typer.Option(help=_HELP["stop"])] = None,
+    jobs: Annotated[int, typer.Option(help=_HELP["jobs"])] = 1,
+    executor: Annotated[str, typer.Option(help=_HELP["executor"])] = "local",
+    address: Annotated[str | None, typer.Option(help=_HELP["address"])] = None,
 ) -> None:
     """Run a suite: check each case against the NumPy reference, time it, append its row as it finishes.
 
@@ -79,15 +87,16 @@ def run(
     console, err = _console(), error_console()
     _fail_on(err, contradictions(resume=resume, fresh=fresh, retry_skipped=retry_skipped))
     loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop)
-    executor = _executor(err, isolate, case_timeout, loaded.settings)
+    runner = _executor(err, isolate, case_timeout, loaded.settings, jobs=jobs, executor=executor, address=address)
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
     announce = Announcer(lambda line: err.print(line, highlight=False, markup=False))
     if not _select(console, err, loaded, filters, announce, dry_run):
         return
     options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
-               "threads": threads, "rounds": rounds, "stop": stop, **filters}
-    summary = _execute(console, err, loaded, (suite, out, options), AnnouncingExecutor(executor, announce),
+               "threads": threads, "rounds": rounds, "stop": stop, "jobs": jobs if jobs != 1 else None,
+               "executor": executor if executor != "local" else None, "address": address, **filters}
+    summary = _execute(console, err, loaded, (suite, out, options), AnnouncingExecutor(runner, announce),
                        resume=resume, fresh=fresh, retry_skipped=retry_skipped)
     _print_summary(console, summary, loaded.kind)
     if summary.still_failed:
@@ -150,12 +159,13 @@ def _load(err, suite: str, yes: bool, **settings: Any):
     return loaded
 
 
-def _executor(err, isolate: bool, case_timeout: float | None, settings):
-    """The executor of the run's flags (``harness.executors.make_executor``); exit 2 on flags it refuses."""
+def _executor(err, isolate: bool, case_timeout: float | None, settings, **placement: Any):
+    """The executor of the run's flags (``harness.executors.make_executor``: ``jobs``, ``executor``,
+    ``address``); exit 2 on flags it refuses."""
     from harness.executors import make_executor
 
     try:
-        return make_executor(isolate, case_timeout, settings)
+        return make_executor(isolate, case_timeout, settings, **placement)
     except ValueError as exc:
         _fail_on(err, str(exc))
 
