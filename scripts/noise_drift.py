@@ -15,7 +15,7 @@ Writes JSON (``--out``): the ratios, drifts, the number of ratios whose drift ov
 ``DRIFT_LIMIT``, the worst drift, the compare exit codes and provenance (commit, time, machine, load before and
 after every run). It takes several minutes and loads every core: run it on a machine with nothing else to do.
 
-    .venv/bin/python -m scripts.noise_drift [--suite suites/smoke.toml] [--threads 1] [--burn-seconds 900]
+    .venv/bin/python -m scripts.noise_drift [--suite suites/noise_drift.toml] [--threads 1] [--burn-seconds 900]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__, out_required=False, out_help="JSON summary to write (default: %(default)s)")
     parser.set_defaults(out=ROOT / "docs/results/noise_drift_cpu.json")
-    parser.add_argument("--suite", default="suites/smoke.toml", help="suite file or name (default: %(default)s)")
+    parser.add_argument("--suite", default=str(ROOT / "suites/noise_drift.toml"), help="suite file or name (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "results/noise_drift",
                         help="folder for the four runs' results files (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
