@@ -53,7 +53,8 @@ _BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__, out_required=False, out_help="JSON summary to write (default: %(default)s)")
     parser.set_defaults(out=ROOT / "docs/results/noise_drift_cpu.json")
-    parser.add_argument("--suite", default=str(ROOT / "suites/noise_drift.toml"), help="suite file or name (default: %(default)s)")
+    parser.add_argument("--suite", default=str(ROOT / "suites/noise_drift.toml"),
+                        help="suite file or name (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "results/noise_drift",
                         help="folder for the four runs' results files (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
