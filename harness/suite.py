@@ -25,7 +25,9 @@ Every key of a grid may be a scalar or a list; the grid is the product of the li
 or input width (None), so the shapes that differ only in those give one static case.
 
 A recovery suite (``kind = "recovery"``) is expanded by ``harness.recovery.suite.expand(suite_dict)`` and takes
-no ``[settings]``.
+no ``[settings]``. A prediction suite (``kind = "prediction"``) with ``trials = 0`` is expanded by
+``harness.prediction.suite.expand(suite_dict)`` (every gate x framework x gating x held-out seed at the problem's
+knobs); a tuned one (``trials > 0``, the default) is refused: ``gatebench predict`` runs it.
 
 ``load_suite`` checks everything before any case runs: the top-level keys (``TIMING_SUITE_KEYS``), the name (a
 plain file name: it names the results file), the settings' types and ranges (``TimingSettings``) and every grid
@@ -62,7 +64,7 @@ __all__ = [
     "CONFIRM_CASES", "count_cases", "TUNING_KIND", "peek_suite", "select_cases", "filter_values",
 ]
 
-KINDS: tuple[str, ...] = ("timing", "recovery")
+KINDS: tuple[str, ...] = ("timing", "recovery", "prediction")
 TUNING_KIND = "tuning"  # read by harness.tuning.suite (gatebench tune --suite), not by load_suite
 STOP_RULES: tuple[str, ...] = ("fixed", "adaptive")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -176,9 +178,9 @@ FILTER_KEYS: tuple[str, ...] = ("gate", "framework", "device", "impl", "mode", "
 
 @dataclass(frozen=True)
 class Suite:
-    """A loaded, checked suite: its name, kind, settings (None for recovery suites), the raw TOML dict, and its
-    cases (``Case`` for a timing suite; the case-column dicts of ``harness.recovery.suite.expand`` for a recovery
-    suite), in suite order."""
+    """A loaded, checked suite: its name, kind, settings (None for recovery and prediction suites), the raw TOML
+    dict, and its cases (``Case`` for a timing suite; the case-column dicts of ``harness.recovery.suite.expand``
+    or ``harness.prediction.suite.expand`` for a recovery or prediction suite), in suite order."""
 
     name: str
     kind: str
@@ -250,9 +252,9 @@ def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any], *, yes:
     _check_name(name, source)
     if not isinstance(raw.get("description", ""), str):
         raise ValueError(f"description: expected a string; got {raw['description']!r} (in {source})")
-    if kind == "recovery":
+    if kind in ("recovery", "prediction"):
         try:
-            settings, found = None, tuple(recovery_suite.expand(raw))
+            settings, found = None, tuple(_expand_runs(kind, raw, path))
         except ValueError as exc:
             raise ValueError(f"{exc} (in {source})") from None
     else:
@@ -266,6 +268,19 @@ def load_suite(name_or_path: str | os.PathLike[str] | Mapping[str, Any], *, yes:
         found = tuple(_expand_grids(grids, source))
     return Suite(name=name, kind=kind, settings=settings, raw=raw, path=path,
                  description=str(raw.get("description", "")), cases=found)
+
+
+def _expand_runs(kind: str, raw: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
+    """The case columns of a recovery or a fixed-configuration (``trials = 0``) prediction suite."""
+    if kind == "recovery":
+        return recovery_suite.expand(raw)
+    from harness.prediction import suite as prediction_suite
+
+    trials = raw.get("trials", 8)
+    if isinstance(trials, int) and not isinstance(trials, bool) and trials > 0:
+        raise ValueError(f"trials: expected 0 for gatebench run; got {trials} (a tuned prediction suite: run it "
+                         f"with gatebench predict {path or 'SUITE'})")
+    return prediction_suite.expand(raw)
 
 
 def _check_name(name: Any, source: str) -> None:

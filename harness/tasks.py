@@ -10,7 +10,9 @@ descriptive columns such as ``gate_impl``) and the timer's ``warmup_reps`` and `
 a ``failed`` row with its message.
 
 A recovery case (``execute_recovery``) runs ``harness.recovery.suite.run_case(params) -> dict`` of metric columns
-(on one intra-op thread per framework: ``harness.recovery.run.limit_threads``).
+(on one intra-op thread per framework: ``harness.recovery.run.limit_threads``); a prediction case
+(``kind = "prediction"``) ``harness.prediction.task.execute_prediction(task)``, which does the same for one digits
+run.
 
 Import order: ``harness.runner`` imports ``harness.executors``, which imports this module; nothing here imports
 either. Frameworks load inside the adapters, when a case asks for one.
@@ -307,7 +309,12 @@ def execute_task(task: Task | Mapping[str, Any]) -> dict[str, Any]:
     """Run one task (a ``Task`` or its JSON form) in this process and return its row."""
     if not isinstance(task, Task):
         task = Task.from_json(task)
-    row = execute_timing(task) if task.kind == "timing" else execute_recovery(task)
+    if task.kind == "prediction":
+        from harness.prediction.task import execute_prediction
+
+        row = execute_prediction(task)
+    else:
+        row = execute_timing(task) if task.kind == "timing" else execute_recovery(task)
     if row.get("device") == "gpu" or row["status"] == "failed":  # the case's workload is out of scope here
         _free_device_memory()
     return row
