@@ -1,6 +1,6 @@
 """The ``gatebench`` command line: a thin typer shell over library functions, one module per command.
 
-``run.py`` (``run``, ``list``), ``recover.py`` (``recover``), ``report.py`` (``report``, ``compare``),
+``run.py`` (``run``, ``list``), ``recover.py`` (``recover``), ``predict.py`` (``predict``), ``report.py`` (``report``, ``compare``),
 ``targets.py`` (``targets``), ``tune.py`` (``tune``); each
 defines ``register(app)``. A new command is a new module here and one line in ``COMMANDS``.
 """
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from gatebench.cli import recover, report, run, targets, tune
+from gatebench.cli import predict, recover, report, run, targets, tune
 
 app = typer.Typer(
     help="Benchmark and compare Mixture-of-Experts gates in PyTorch and TensorFlow.",
@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMANDS = (run, recover, tune, report, targets)
+COMMANDS = (run, recover, predict, tune, report, targets)
 
 for _module in COMMANDS:
     _module.register(app)
