@@ -7,6 +7,10 @@ Per framework and device, two questions:
   memory ratio, at the shape most of the rows were timed at (per-example gating first). Figure ``headline_cost``.
 - *How well does each gate find the planted experts?* From ``reports.tables.recovery_table``: F1 (mean over
   seeds with a t interval) and the paired Wilcoxon test against the baseline. Figure ``recovery_f1``.
+- *How well does each gate predict on real data?* From ``reports.tables.prediction_table`` (the digits
+  benchmark's test split), per framework and gating: test accuracy (mean over held-out seeds with a t interval)
+  and the paired Wilcoxon test against the baseline, Holm-corrected across the gates. Figure
+  ``prediction_accuracy``.
 
 ``caveats`` are computed from the rows: too few seeds for the paired test to reach 0.05 (with ``n`` seeds the
 smallest two-sided Wilcoxon p is ``2 / 2**n``: 0.25 for 3), timing rows with fewer than ``MIN_SAMPLES`` samples,
@@ -37,10 +41,11 @@ class Headline:
     recovery: list[str] = field(default_factory=list)  # one sentence per framework (and problem)
     caveats: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    prediction: list[str] = field(default_factory=list)  # one sentence per framework and gating (and problem)
 
     @property
     def sentences(self) -> list[str]:
-        return self.cost + self.recovery
+        return self.cost + self.recovery + self.prediction
 
 
 def _fmt_x(value: float) -> str:
@@ -139,6 +144,43 @@ def recovery_sentences(recovery: pd.DataFrame, baseline: str) -> list[str]:
         seeds = int(part["seeds"].min())
         out.append(f"{where}, finding the planted experts ({seeds} seeds): " + "; ".join(bits) + ".")
     return out
+
+
+def prediction_sentences(prediction: pd.DataFrame, baseline: str) -> list[str]:
+    """One sentence per framework and gating (and problem): each gate's test accuracy with its 95% interval, and
+    the paired Wilcoxon test against ``baseline`` (Holm-corrected across the gates)."""
+    if prediction.empty or "acc_mean_mean" not in prediction:
+        return []
+    group_by = ["framework", "gating"] + (["problem"] if prediction["problem"].nunique() > 1 else [])
+    out = []
+    for keys, part in sorted(prediction.groupby(group_by), key=lambda kv: (_fw_key(kv[0][0]), str(kv[0][1:]))):
+        where = f"{FRAMEWORK_NAMES.get(str(keys[0]), str(keys[0]))}, {str(keys[1]).replace('_', '-')} gating" + (
+            f", problem {keys[2]}" if len(keys) > 2 else "")
+        bits = []
+        for _, r in part.sort_values("gate", key=lambda s: s.map(_gate_key)).iterrows():
+            lo, hi = np.clip(_t_interval(r["acc_mean_mean"], r["acc_mean_se"], int(r["seeds"])), 0.0, 1.0)
+            text = f"{r['gate']} {r['acc_mean_mean']:.3f}{_ci(lo, hi)}"
+            if r["gate"] != baseline and np.isfinite(r.get("acc_p", np.nan)):
+                text += (f", {r['acc_diff']:+.3f} vs {baseline} (Wilcoxon p = {r['acc_p']:.2g}, Holm "
+                         f"{r['acc_p_holm']:.2g}, {r['acc_mark']})")
+            bits.append(text)
+        out.append(f"{where}, test accuracy of each gate against {baseline} on the digits benchmark "
+                   f"({int(part['seeds'].min())} held-out seeds): " + "; ".join(bits) + ".")
+    return out
+
+
+def _prediction_seeds_caveat(prediction: pd.DataFrame) -> list[str]:
+    if prediction.empty or "acc_p" not in prediction:
+        return []
+    tested = prediction[prediction["acc_p"].notna()]
+    if tested.empty:
+        return []
+    n = int(tested["seeds"].min())
+    smallest = 2.0 / 2**n
+    if smallest < ALPHA:
+        return []
+    return [f"Too few held-out seeds for significance: with {n} seeds the smallest two-sided Wilcoxon p is "
+            f"{smallest:.3g}, so no prediction difference can reach p < {ALPHA}; run 6 or more seeds."]
 
 
 def _seeds_caveat(recovery: pd.DataFrame) -> list[str]:
@@ -265,10 +307,14 @@ def cost_figure(timing: pd.DataFrame, baseline: str) -> Figure | None:
 
 
 def build_headline(frame: pd.DataFrame, timing: pd.DataFrame, recovery: pd.DataFrame, baseline: str,
-                   recovery_figure: Figure | None = None) -> Headline:
-    """The headline's sentences, caveats and figures (``recovery_figure``: the report's ``recovery_f1``)."""
+                   recovery_figure: Figure | None = None, prediction: pd.DataFrame | None = None,
+                   prediction_figure: Figure | None = None) -> Headline:
+    """The headline's sentences, caveats and figures (``recovery_figure``: the report's ``recovery_f1``;
+    ``prediction``: ``reports.tables.prediction_table``, ``prediction_figure`` its ``prediction_accuracy``)."""
+    prediction = pd.DataFrame() if prediction is None else prediction
     head = Headline(cost_sentences(timing, baseline), recovery_sentences(recovery, baseline),
-                    caveats(frame, timing, recovery))
+                    caveats(frame, timing, recovery) + _prediction_seeds_caveat(prediction),
+                    prediction=prediction_sentences(prediction, baseline))
     cost = cost_figure(timing, baseline)
-    head.figures = [f for f in (cost, recovery_figure) if f is not None]
+    head.figures = [f for f in (cost, recovery_figure, prediction_figure) if f is not None]
     return head

@@ -12,6 +12,8 @@ Every timing figure shows the spread of the raw samples: a point at the median a
 - ``torch_vs_tf``: the same gate in each framework, a panel per mode and gating (only with both frameworks).
 - ``recovery_f1``: recovery F1 per gate: every seed as a point, the mean with a 95% interval, hue = framework.
 - ``support_stability``: see ``support_stability``.
+- ``prediction_accuracy``: test accuracy of the digits benchmark per gate (a point per held-out seed, the mean
+  with a 95% interval, hue = framework); drawn by the report beside the headline's prediction sentences.
 
 A figure whose data are absent is left out (the report lists what it skipped and why).
 """
@@ -282,6 +284,37 @@ def recovery_f1(frame: pd.DataFrame) -> Figure | None:
         "Support-recovery F1 per gate: small points are seeds; diamonds the mean with a 95% interval.",
         _png(fig),
     )
+
+
+def prediction_accuracy(frame: pd.DataFrame) -> Figure | None:
+    """Test accuracy (averaged over tasks) per gate on the digits benchmark: every held-out seed as a point, the
+    mean with a 95% interval, hue = framework; a panel per gating."""
+    if "split" not in frame or "acc_mean" not in frame:
+        return None
+    data = frame[(frame["kind"] == "prediction") & (frame["status"] == "ok") & (frame["split"] == "test")]
+    data = data[data["acc_mean"].notna()].astype({"acc_mean": float})
+    if data.empty:
+        return None
+    data = data.assign(gate=data["gate"].astype(str), gating=data["gating"].astype(str),
+                       framework=data["framework"].astype(str).map(lambda f: FRAMEWORK_NAMES.get(f, f)))
+    order = sorted(data["gate"].unique(), key=_gate_key)
+    gatings = sorted(data["gating"].unique())
+    plt, sns = _setup()
+    fig, axes = plt.subplots(1, len(gatings), figsize=(7.0 * len(gatings), 3.6), squeeze=False)
+    many = data["framework"].nunique() > 1
+    for ax, gating in zip(axes[0], gatings, strict=True):
+        kw = dict(data=data[data["gating"] == gating], x="gate", y="acc_mean", hue="framework", order=order, ax=ax,
+                  palette="colorblind")
+        sns.stripplot(dodge=many, alpha=0.45, jitter=0.15, legend=False, **kw)
+        sns.pointplot(dodge=0.4 if many else False, linestyle="none", errorbar=("ci", 95), markers="D",
+                      capsize=0.1, **kw)
+        ax.set_xlabel("gate")
+        ax.set_ylabel("test accuracy\n(mean over tasks)")
+        ax.set_title(f"Prediction on the digits benchmark ({GATING_NAMES.get(gating, gating)} gating)")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="framework")
+    return Figure("prediction_accuracy", "Prediction test accuracy",
+                  "Test accuracy per gate (averaged over tasks): small points are held-out seeds; diamonds the mean "
+                  "with a 95% interval.", _png(fig))
 
 
 # List-valued columns read as a per-checkpoint trace of support changes (steps from ``eval_steps``).

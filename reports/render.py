@@ -4,7 +4,8 @@
 ``write_csv`` format it; ``build_report`` does all three into a directory.
 
 The page opens with the headline (``<section id="headline">``, ``reports.headline``): per framework and device
-what each gate costs against the baseline and how well it finds the planted experts, one figure per question,
+what each gate costs against the baseline, how well it finds the planted experts and (digits benchmark rows)
+how well it predicts, one figure per question,
 and the caveats the rows call for; ``summary.md`` starts with the same sentences. With a history (asv results or
 gatebench results of several commits, ``reports.history``) a section draws each benchmark against commit.
 
@@ -30,16 +31,18 @@ import pandas as pd
 from .headline import Headline, build_headline
 from .history import history_figure, load_history, spans_commits
 from .load import Loaded, load_results, provenance_summary
-from .plots import Figure, make_figures
+from .plots import Figure, make_figures, prediction_accuracy
 from .tables import (
     DEFAULT_BASELINE,
     MEM_UNIT,
     SHAPE_KEYS,
     duplicate_cases,
+    format_prediction,
     format_recovery,
     format_recovery_compact,
     format_timing,
     memory_table,
+    prediction_table,
     recovery_metrics,
     recovery_table,
     timing_table,
@@ -199,6 +202,8 @@ class ReportData:
     recovery_compact: pd.DataFrame = field(default_factory=pd.DataFrame)  # the main metrics, one cell each
     warnings: list[str] = field(default_factory=list)  # duplicate case ids
     history: Figure | None = None
+    prediction: pd.DataFrame = field(default_factory=pd.DataFrame)  # reports.tables.prediction_table
+    prediction_shown: pd.DataFrame = field(default_factory=pd.DataFrame)  # formatted
 
 
 def _memory_shown(memory: pd.DataFrame) -> pd.DataFrame:
@@ -222,6 +227,7 @@ def assemble_report(
     metrics = recovery_metrics(frame)
     figures, skipped = make_figures(frame)
     recovery_fig = next((f for f in figures if f.name == "recovery_f1"), None)
+    prediction = prediction_table(frame, baseline=baseline)
     counts = pd.DataFrame()
     if len(frame):
         counts = frame.groupby(["kind", "status"], dropna=False).size().reset_index(name="rows")
@@ -243,10 +249,13 @@ def assemble_report(
         figures=[f for f in figures if f is not recovery_fig],
         skipped=list(skipped),
         provenance=provenance_summary(frame),
-        headline=build_headline(frame, timing, recovery, baseline, recovery_fig),
+        headline=build_headline(frame, timing, recovery, baseline, recovery_fig, prediction,
+                                prediction_accuracy(frame) if not prediction.empty else None),
         recovery_compact=format_recovery_compact(recovery, metrics),
         warnings=duplicate_cases(frame),
         history=history_figure(history) if history is not None else None,
+        prediction=prediction,
+        prediction_shown=format_prediction(prediction, baseline),
     )
 
 
@@ -261,6 +270,10 @@ def _headline_html(data: ReportData) -> str:
         parts.append("<h3>How well each gate finds the planted experts</h3><ul>"
                      + "".join(f"<li>{html.escape(s)}</li>" for s in head.recovery) + "</ul>")
         parts += [_figure_html(f) for f in head.figures if f.name == "recovery_f1"]
+    if head.prediction:
+        parts.append("<h3>How well each gate predicts (digits benchmark, test split)</h3><ul>"
+                     + "".join(f"<li>{html.escape(s)}</li>" for s in head.prediction) + "</ul>")
+        parts += [_figure_html(f) for f in head.figures if f.name == "prediction_accuracy"]
     if not head.sentences:
         parts.append("<p><em>no ok timing or recovery rows to compare</em></p>")
     if head.caveats:
@@ -290,6 +303,7 @@ def html_text(data: ReportData) -> str:
     parts += _timing_html(data)
     parts.append(f"<h2>Peak memory ({MEM_UNIT})</h2>" + _table_html(data.memory))
     parts += _recovery_html(data)
+    parts += _prediction_html(data)
     parts.append("<h2>Figures</h2>")
     parts += [_figure_html(fig) for fig in data.figures]
     if data.skipped:
@@ -330,6 +344,14 @@ def _recovery_html(data: ReportData) -> list[str]:
     ]
 
 
+def _prediction_html(data: ReportData) -> list[str]:
+    if data.prediction_shown.empty:
+        return []
+    return [f"<h2>Prediction (digits benchmark, test split: mean ± s.e. over held-out seeds; median paired "
+            f"difference, Wilcoxon signed-rank p and Holm p against {html.escape(data.baseline)})</h2>"
+            + _table_html(data.prediction_shown)]
+
+
 def markdown_text(data: ReportData) -> str:
     """``summary.md``: the headline's sentences and caveats first, then the same tables in Markdown."""
     sources = ", ".join(data.sources)
@@ -351,6 +373,9 @@ def markdown_text(data: ReportData) -> str:
             "",
             _md_table(data.recovery_shown),
         ]
+    if not data.prediction_shown.empty:
+        md += [f"## Prediction (digits benchmark, test split; Wilcoxon signed-rank and Holm vs {data.baseline})", "",
+               _md_table(data.prediction_shown)]
     figures = [*data.headline.figures, *data.figures, *([data.history] if data.history else [])]
     md += ["## Figures", ""] + [f"- {f.title}: {f.caption}" for f in figures] + [""]
     md += ["## Provenance", ""] + [f"- {json.dumps(r, default=str)}" for r in data.provenance] + [""]
@@ -359,7 +384,8 @@ def markdown_text(data: ReportData) -> str:
 
 def write_csv(data: ReportData, out: Path) -> Path:
     """``results.csv`` (the loaded frame, lists and dicts as JSON), ``timing_table.csv`` and, with recovery rows,
-    ``recovery_table.csv`` (full precision); returns the path of ``results.csv``."""
+    ``recovery_table.csv`` and, with prediction rows, ``prediction_table.csv`` (full precision); returns the path
+    of ``results.csv``."""
     csv = out / "results.csv"
     flat = data.frame.copy()
     for col in flat.columns:
@@ -369,6 +395,8 @@ def write_csv(data: ReportData, out: Path) -> Path:
     data.timing.to_csv(out / "timing_table.csv", index=False)
     if not data.recovery.empty:
         data.recovery.to_csv(out / "recovery_table.csv", index=False)
+    if not data.prediction.empty:
+        data.prediction.to_csv(out / "prediction_table.csv", index=False)
     return csv
 
 
@@ -399,7 +427,8 @@ def build_report(
         (folder / "summary.md").write_text(markdown_text(data), encoding="utf-8")
         write_csv(data, folder)
 
-    owned = ("index.html", "summary.md", "results.csv", "timing_table.csv", "recovery_table.csv")
+    owned = ("index.html", "summary.md", "results.csv", "timing_table.csv", "recovery_table.csv",
+             "prediction_table.csv")
     write_folder(out, write, owned, what="report")
     count = len(data.figures) + len(data.headline.figures) + (data.history is not None)
     return ReportPaths(out, out / "index.html", out / "summary.md", out / "results.csv", count, list(data.problems))

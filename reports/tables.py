@@ -1,4 +1,4 @@
-"""Tables of a report: timing ratios to a baseline gate, peak memory, recovery metrics.
+"""Tables of a report: timing ratios to a baseline gate, peak memory, recovery metrics, prediction accuracy.
 
 Timing table: one row per case (gate x framework x implementation) within a *shape* (device, gating, batch,
 input_dim, experts, k, dtype) and *mode*, compared with the baseline gate (default Top-k) in the same framework,
@@ -16,6 +16,13 @@ Recovery table: per gate x framework (x the other identifying columns), each met
 over seeds, and a two-sided Wilcoxon signed-rank test of the paired differences over the seeds shared with the
 baseline gate: the one recovery summariser (``harness.recovery.report.summarise_groups``) that the
 ``gatebench recover`` / ``gatebench run`` summaries use, so the report and the CLI show the same p-values.
+
+Prediction table (the digits benchmark, ``harness.prediction``): the test-split rows (``split == "test"``) per
+problem, framework, gating and study, summarised by the benchmark's own verdict
+(``harness.prediction.study.verdict``, the summariser behind ``gatebench predict``'s tables): per gate the test
+accuracy (averaged over tasks, and per task) as mean +- s.e. over the held-out seeds, the experts it used, and the
+paired two-sided Wilcoxon test of the averaged accuracy against the baseline gate on the same seeds, Holm-corrected
+across the gates compared.
 """
 
 from __future__ import annotations
@@ -332,7 +339,7 @@ def recovery_table(
     return pd.DataFrame(out_rows)
 
 
-_HIGHER_IS_BETTER = frozenset({"f1", "precision", "recall", "exact_support_rate"})
+_HIGHER_IS_BETTER = frozenset({"f1", "precision", "recall", "exact_support_rate", "acc"})
 _LOWER_IS_BETTER = frozenset({"test_mse", "final_loss", "steps_to_support", "support_changes"})
 
 
@@ -348,6 +355,98 @@ def _recovery_mark(metric: str, diff: float, p: float, alpha: float) -> str:
     if metric in _LOWER_IS_BETTER:
         return "better" if diff < 0 else "worse"
     return "higher" if diff > 0 else "lower"
+
+
+PREDICTION_KEYS: tuple[str, ...] = ("problem", "framework", "gating", "study")
+
+
+def _prediction_tasks(part: pd.DataFrame) -> list[str]:
+    named = part["tasks"].dropna().astype(str) if "tasks" in part else pd.Series(dtype=str)
+    return [t for t in (named.iloc[0] if len(named) else "").split(",") if t]
+
+
+def _prediction_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ok test-split prediction rows, the newest of each case (a rerun replaces a run)."""
+    if "kind" not in frame or "split" not in frame:
+        return frame.iloc[0:0]
+    rows = frame[(frame["kind"] == "prediction") & (frame["status"] == "ok") & (frame["split"] == "test")]
+    rows = rows.drop_duplicates("case_id", keep="last") if "case_id" in rows else rows
+    return rows.dropna(axis=1, how="all")
+
+
+def _prediction_cells(gate: str, info: dict, tasks: list[str], base_gate: str, alpha: float) -> dict:
+    s = info["summary"]
+    row: dict = {"gate": gate, "seeds": s["acc_mean"]["count"]}
+    for metric in ("acc_mean", *(f"acc_{t}" for t in tasks), "nnz_mean",
+                   *(f"{m}_{t}" for m in ("nnz", "used") for t in tasks)):
+        row[f"{metric}_mean"], row[f"{metric}_se"] = s[metric]["mean"], s[metric]["se"]
+    test = info["tests"].get("acc_mean")
+    if test is None:
+        row.update(acc_diff=np.nan, acc_p=np.nan, acc_p_holm=np.nan,
+                   acc_mark="baseline" if gate == base_gate else UNKNOWN)
+    else:
+        row.update(acc_diff=test["median_diff"], acc_p=test["p_value"], acc_p_holm=test["p_holm"],
+                   acc_mark=_recovery_mark("acc", test["median_diff"], test["p_holm"], alpha))
+    return row
+
+
+def prediction_table(
+    frame: pd.DataFrame, *, baseline: str = DEFAULT_BASELINE, alpha: float = DEFAULT_ALPHA
+) -> pd.DataFrame:
+    """Per problem, framework, gating, study and gate (see the module docstring): ``seeds``, ``<m>_mean`` and
+    ``<m>_se`` of ``acc_mean`` (test accuracy averaged over tasks), ``acc_<task>``, ``nnz_mean``, ``nnz_<task>``
+    and ``used_<task>``; ``acc_diff`` (median paired difference of ``acc_mean`` against the baseline), ``acc_p``
+    (two-sided Wilcoxon p), ``acc_p_holm`` (Holm across the gates of the group) and ``acc_mark`` (``better`` /
+    ``worse`` when the Holm p is below ``alpha``). Empty without test-split prediction rows."""
+    from harness.prediction.study import verdict  # NumPy / SciPy only: loads no framework
+
+    base_gate, _ = parse_baseline(baseline)
+    rows = _prediction_records(frame)
+    if rows.empty or "acc_mean" not in rows:
+        return pd.DataFrame()
+    keys = [k for k in PREDICTION_KEYS if k in rows]
+    out: list[dict] = []
+    for values, part in rows.groupby(keys, sort=True, dropna=False):
+        tasks = _prediction_tasks(part)
+        runs = {str(g): grp.to_dict("records") for g, grp in
+                sorted(part.groupby("gate"), key=lambda kv: _gate_order(kv[0]))}
+        judged = verdict(runs, base_gate if base_gate in runs else next(iter(runs)), tasks)
+        for gate, info in judged["gates"].items():
+            if base_gate not in runs:
+                info = {**info, "tests": {}}
+            head = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
+            out.append({**head, "tasks": ",".join(tasks), **_prediction_cells(gate, info, tasks, base_gate, alpha)})
+    return pd.DataFrame(out)
+
+
+def _gate_order(gate: object) -> tuple:
+    from gates import GATE_NAMES
+
+    name = str(gate)
+    return (GATE_NAMES.index(name) if name in GATE_NAMES else len(GATE_NAMES), name)
+
+
+def format_prediction(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.DataFrame:
+    """The prediction table as text: keys, seeds, ``test acc`` (mean ± s.e.), one column per task, experts used
+    (non-zero weights per task / experts with any weight), and ``acc vs <baseline>`` (median paired difference,
+    Wilcoxon p, Holm p, mark)."""
+    if table.empty:
+        return table
+    several = table.groupby(["problem", "framework", "gating"])["study"].nunique().max() > 1
+    keys = ["problem", "framework", "gating", *(["study"] if several else []), "gate", "seeds"]
+    out = table[[k for k in keys if k in table]].copy()
+    out["test acc"] = [_fmt_mean_se(m, e) for m, e in zip(table["acc_mean_mean"], table["acc_mean_se"], strict=True)]
+    tasks = [t for t in str(table["tasks"].iloc[0]).split(",") if t]
+    for t in tasks:
+        out[f"acc {t}"] = [_fmt_mean_se(m, e) for m, e in zip(table[f"acc_{t}_mean"], table[f"acc_{t}_se"],
+                                                               strict=True)]
+    out["nnz per task"] = [" / ".join(f"{r[f'nnz_{t}_mean']:.2f}" for t in tasks) for _, r in table.iterrows()]
+    out["experts used"] = [" / ".join(f"{r[f'used_{t}_mean']:.1f}" for t in tasks) for _, r in table.iterrows()]
+    out[f"acc vs {baseline} (Holm)"] = [
+        "baseline" if mk == "baseline" else (mk if not np.isfinite(d) else f"{d:+.3f} (p={p:.2g}, Holm {h:.2g}, {mk})")
+        for d, p, h, mk in zip(table["acc_diff"], table["acc_p"], table["acc_p_holm"], table["acc_mark"],
+                               strict=True)]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -474,6 +573,9 @@ __all__ = [
     "timing_table",
     "memory_table",
     "recovery_table",
+    "prediction_table",
+    "format_prediction",
+    "PREDICTION_KEYS",
     "recovery_keys",
     "recovery_metrics",
     "format_timing",
