@@ -1,7 +1,7 @@
 """The ``gatebench`` command line: a thin typer shell over library functions, one module per command.
 
-``run.py`` (``run``, ``list``), ``recover.py`` (``recover``), ``predict.py`` (``predict``), ``report.py`` (``report``, ``compare``),
-``targets.py`` (``targets``), ``tune.py`` (``tune``); each
+``run.py`` (``run``, ``list``), ``recover.py`` (``recover``), ``predict.py`` (``predict``), ``report.py``
+(``report``, ``compare``), ``targets.py`` (``targets``), ``tune.py`` (``tune``); each
 defines ``register(app)``. A new command is a new module here and one line in ``COMMANDS``.
 """
 

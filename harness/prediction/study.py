@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -166,10 +167,8 @@ class _Runner:
         from harness.results import case_id
 
         row = self.rows.get(case_id(params))
-        if row is None:
-            from harness.tasks import Task
-
-            row = execute_prediction(Task("prediction", self.study.name, None, params))
+        if row is None:  # execute_prediction reads a task's suite and params (no harness.tasks: no import cycle)
+            row = execute_prediction(SimpleNamespace(kind="prediction", suite=self.study.name, params=params))
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(self.row_json(row) + "\n")
             self.rows[row["case_id"]] = row
