@@ -49,6 +49,7 @@ SCHEMA: dict[str, str] = {**reader_dtypes(), "source": "string", "line": "Int64"
 REQUIRED: dict[str, tuple[str, ...]] = {
     "timing": ("gate", "framework", "case_id", "status"),
     "recovery": ("gate", "framework", "status"),
+    "prediction": ("gate", "framework", "status"),
 }
 # Columns that never identify a case (used to find the identifying columns of recovery rows).
 NON_KEY_COLUMNS: frozenset[str] = (

@@ -275,7 +275,7 @@ def _headline_html(data: ReportData) -> str:
                      + "".join(f"<li>{html.escape(s)}</li>" for s in head.prediction) + "</ul>")
         parts += [_figure_html(f) for f in head.figures if f.name == "prediction_accuracy"]
     if not head.sentences:
-        parts.append("<p><em>no ok timing or recovery rows to compare</em></p>")
+        parts.append("<p><em>no ok timing, recovery or prediction rows to compare</em></p>")
     if head.caveats:
         parts.append("<h3>Caveats</h3><ul class='caveats'>"
                      + "".join(f"<li>{html.escape(c)}</li>" for c in head.caveats) + "</ul>")
@@ -466,7 +466,7 @@ def write_report(
     if loaded.frame.empty:
         detail = "; ".join(loaded.problems[:5])
         raise ValueError(
-            f"paths: expected results files with timing or recovery rows; loaded none from "
+            f"paths: expected results files with timing, recovery or prediction rows; loaded none from "
             f"{', '.join(paths)}" + (f" ({detail})" if detail else "")
         )
     return build_report(loaded, out_dir, baseline=baseline, sources=paths, history=history)
