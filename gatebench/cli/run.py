@@ -341,6 +341,13 @@ def _suites_table():
                 suites.add_row(config.name, TUNING_KIND, "-", str(shown), escape(str(raw.get("description", "")))
                                + f" (gatebench tune --suite {shown})")
                 continue
+            if raw.get("kind") == "prediction" and raw.get("trials", 8) != 0:  # tuned: gatebench predict runs it
+                from harness.prediction.suite import load_prediction_suite
+
+                name, _ = load_prediction_suite(path)
+                suites.add_row(name, "prediction", "-", str(shown), escape(str(raw.get("description", "")))
+                               + f" (gatebench predict {shown})")
+                continue
             s = load_suite(path)
             count = str(len(s.cases)) if s.kind == "timing" else "-"
             suites.add_row(s.name, s.kind, count, str(shown), escape(s.description))
