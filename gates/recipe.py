@@ -101,7 +101,8 @@ def gate_forward(
     matmul each (the same numbers up to rounding; the recovery loops keep the arithmetic their recorded results were
     computed with). ``state``: the gate's non-trainable tensors by name (``GateConfig.state_shapes``: sigmoid_topk's
     ``expert_bias``, ReMoE's ``l1_coef``; stacked: with the task axis), required for those gates. Shapes are the
-    caller's to check (``GateConfig.check_call``).
+    caller's to check (``GateConfig.check_call``). An empty batch (``x`` of static shape ``(0, p)``) gives weights
+    ``(0, n)`` and the regulariser 0 (a mean over no rows is defined as 0).
     """
     if stacked and x is not None:
         raise ValueError(f"stacked: expected a static gate (x=None) for stacked parameters; got x of shape {x.shape}")
@@ -110,12 +111,16 @@ def gate_forward(
         raise ValueError(f"state: expected the keys {wanted} for gate {config.name!r}; got {sorted(state or {})}")
     call = _Call(F, config, params, x, bool(training), noise, stacked, fuse_heads)
     if config.name == "dselect_k":
-        return _dselect_k(call, impl, calls)
-    if config.name == "hard_concrete":
-        return _hard_concrete(call, check_noise)
-    if config.name in ("softmax", "topk"):
-        return _softmax_or_topk(call)
-    return _new_logit_gate(call, {key: F.OPS.read(v) for key, v in (state or {}).items()})
+        q, reg = _dselect_k(call, impl, calls)
+    elif config.name == "hard_concrete":
+        q, reg = _hard_concrete(call, check_noise)
+    elif config.name in ("softmax", "topk"):
+        q, reg = _softmax_or_topk(call)
+    else:
+        q, reg = _new_logit_gate(call, {key: F.OPS.read(v) for key, v in (state or {}).items()})
+    if x is not None and x.shape[0] == 0:  # an empty batch (static size 0): weights (0, n), regulariser 0
+        reg = F.OPS.zero(q)
+    return q, reg
 
 
 def entropy_weight(hparams: Mapping[str, Any], calls: Any) -> Any:

@@ -184,14 +184,67 @@ def check_finite_array(name: str, array: np.ndarray) -> None:
 
 
 DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
+# Floating dtypes a gate's routing input may have; a module casts its input to the gate's dtype.
+FLOAT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+
+def dtype_name(dtype: Any) -> str:
+    """The name of a dtype given by name, NumPy type or dtype, ``torch.float32`` or ``tf.float32`` (no import)."""
+    if isinstance(dtype, str):
+        return dtype
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        return np.dtype(dtype).name
+    text = str(dtype)
+    if text.startswith("torch."):  # torch.float32
+        return text.removeprefix("torch.")
+    name = getattr(dtype, "name", None)  # tf.float32, keras dtype policies
+    return name if isinstance(name, str) else text
 
 
 def check_dtype(dtype: Any) -> str:
-    """A gate's parameter dtype by name; NumPy's float32 and float64 types are accepted too."""
-    name = np.dtype(dtype).name if dtype in (np.float32, np.float64) else dtype
+    """A gate's parameter dtype: its name, or a NumPy, PyTorch or TensorFlow dtype object of that name."""
+    name = dtype_name(dtype)
     if name not in DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}; got {dtype!r}")
     return name
+
+
+def type_name(value: Any) -> str:
+    """``numpy.ndarray``, ``list``, ``torch.Tensor``: the type of ``value`` as an error message names it."""
+    cls = type(value)
+    module = cls.__module__.split(".")[0]
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def check_tensor(name: str, value: Any, is_tensor: bool, tensor_type: str, dtype: Any = None) -> None:
+    """``value`` is a tensor of the framework (``is_tensor``, ``tensor_type`` its name) with a floating dtype
+    (``FLOAT_DTYPES``). Reads only the type and dtype: no values, no device sync."""
+    if not is_tensor:
+        raise ValueError(f"{name}: expected a {tensor_type}; got {type_name(value)}")
+    got = dtype_name(dtype)
+    if got not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected a floating-point tensor ({', '.join(FLOAT_DTYPES)}); got dtype {got}")
+
+
+def device_error(device: Any, available: Sequence[str], cause: Any) -> ValueError:
+    """The error of ``make_gate(..., device=device)`` for a device that does not exist here."""
+    return ValueError(f"device: expected a device available here ({', '.join(available)}); got {device!r} ({cause})")
+
+
+# DSelect-k's smooth step ``-2 t^3 / gamma^3 + 3 t / (2 gamma) + 1/2`` on ``|t| < gamma / 2`` must stay finite in
+# float32 (and bfloat16, the same exponent range; float32 max 3.4e38): its coefficient ``2 / gamma^3`` needs
+# ``gamma > 1.8e-13`` and ``t^3 <= gamma^3 / 8`` needs ``gamma < 1.4e13``. (In float64 alone, ``gamma^3`` overflows
+# beyond 5.6e102: ``gamma=1e300`` was an OverflowError.) gatebench accepts the round range within.
+GAMMA_RANGE: tuple[float, float] = (1e-12, 1e12)
+
+
+def check_gamma(gamma: Any) -> float:
+    """DSelect-k's smooth-step width: a positive finite number in ``GAMMA_RANGE`` (its cube stays finite)."""
+    gamma = check_positive("gamma", gamma)
+    lo, hi = GAMMA_RANGE
+    if not lo <= gamma <= hi:
+        raise ValueError(f"gamma: expected a number in [{lo:g}, {hi:g}] (gamma^3 must stay finite); got {gamma!r}")
+    return gamma
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -247,7 +300,7 @@ class GateConfig:
         if "regularizer_reduction" in merged:
             check_choice("regularizer_reduction", merged["regularizer_reduction"], REGULARIZER_REDUCTIONS)
         if self.name == "dselect_k":
-            merged["gamma"] = check_positive("gamma", merged["gamma"])
+            merged["gamma"] = check_gamma(merged["gamma"])
             merged["entropy_reg"] = check_nonnegative("entropy_reg", merged["entropy_reg"])
             if check_schedule("entropy_schedule", merged["entropy_schedule"]) is not None and merged["entropy_reg"]:
                 raise ValueError(

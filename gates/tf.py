@@ -46,9 +46,22 @@ __all__ = [
 DSELECT_K_IMPLS = tuple(i for i in spec.DSELECT_K_IMPLS if i not in spec.TORCH_ONLY_IMPLS)  # no "triton"
 
 
+def _is_tensor(t: Any) -> bool:
+    return tf.is_tensor(t) or isinstance(t, (tf.Variable, keras.Variable, keras.KerasTensor))
+
+
+def _check_input(name: str, t: Any, rank: int = 0, legend: str = "") -> None:
+    """``t`` is a floating-point ``tf.Tensor`` (or variable; of rank ``>= rank``); reads its type, dtype and shape
+    only."""
+    is_tensor = _is_tensor(t)
+    spec.check_tensor(name, t, is_tensor, "tf.Tensor", t.dtype if is_tensor else None)
+    if rank:
+        spec.check_min_rank(name, t.shape, rank, legend)
+
+
 def softmax_weights(logits: tf.Tensor) -> tf.Tensor:
     """``(..., n) -> (..., n)``: ``softmax(l)``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return tf.nn.softmax(logits, axis=-1)
 
 
@@ -57,7 +70,7 @@ def topk_weights(logits: tf.Tensor, k: int) -> tf.Tensor:
 
     Ties at the k-th value go to the lower expert index. A row with a NaN logit gives a NaN row.
     """
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     mask = _topk_mask(logits, k)
     q = tf.nn.softmax(tf.where(mask, logits, tf.constant(-np.inf, logits.dtype)), axis=-1)
@@ -84,7 +97,7 @@ def sigmoid_topk_weights(logits: tf.Tensor, k: int, bias: tf.Tensor | None = Non
     """``(..., n) -> (..., n)``: DeepSeek-V3's router. Scores ``s = sigmoid(l)``; the ``k`` largest of ``s + bias``
     are selected (``bias`` broadcast to ``l``, selection only: it gets no gradient; ties to the lower index);
     weights are the unbiased selected scores, divided by their sum when ``normalize``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     scores = tf.sigmoid(logits)
     choice = tf.stop_gradient(scores if bias is None else scores + tf.cast(bias, scores.dtype))
@@ -109,7 +122,7 @@ def _sorted_support(z: tf.Tensor, keep) -> tf.Tensor:
 def sparsemax_weights(logits: tf.Tensor) -> tf.Tensor:
     """``(..., n) -> (..., n)``: sparsemax, ``max(z - tau, 0)`` summing to 1, by the sort-based threshold: the
     support is the ``j`` largest with ``1 + j z_(j) > sum_{i<=j} z_(i)``, ``tau = (sum_support z - 1) / j``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     support = tf.cast(_sorted_support(logits, lambda zs, j: 1.0 + j * zs > tf.cumsum(zs, axis=-1)), logits.dtype)
     tau = (tf.reduce_sum(logits * support, -1, keepdims=True) - 1.0) / tf.reduce_sum(support, -1, keepdims=True)
     return _nan_rows(logits, tf.nn.relu(logits - tau))
@@ -126,7 +139,7 @@ def _entmax15_tau(u: tf.Tensor, j: tf.Tensor) -> tf.Tensor:
 def entmax15_weights(logits: tf.Tensor) -> tf.Tensor:
     """``(..., n) -> (..., n)``: 1.5-entmax, ``max(z/2 - tau, 0)^2`` summing to 1, by the exact sort-based algorithm
     on ``u = z/2`` (the support is every ``j`` with ``tau_j <= u_(j)``); gradients through ``tau`` on that support."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     u = logits / 2.0
     support = tf.cast(_sorted_support(u, lambda us, j: _entmax15_tau(us, j) <= us), u.dtype)
     j = tf.reduce_sum(support, axis=-1, keepdims=True)
@@ -138,13 +151,13 @@ def entmax15_weights(logits: tf.Tensor) -> tf.Tensor:
 
 def relu_weights(logits: tf.Tensor) -> tf.Tensor:
     """``(..., n) -> (..., n)``: ReMoE's ``relu(l)``, not normalised."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return _nan_rows(logits, tf.nn.relu(logits))
 
 
 def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
     """ST-MoE's router z-loss: ``mean over rows of logsumexp(l)^2``, ``(..., n) -> ()``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return tf.reduce_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
 
 
@@ -189,6 +202,7 @@ def remoe_l1_step(coef: tf.Tensor, sparsity: tf.Tensor, alpha: float, target: fl
 
 def smooth_step(t: tf.Tensor, gamma: float = 1.0) -> tf.Tensor:
     """Cubic smooth-step: exactly 0 below ``-gamma/2`` and 1 above ``gamma/2`` (zero gradient there)."""
+    gamma = spec.check_gamma(gamma)
     poly = -2.0 / gamma**3 * t**3 + 1.5 / gamma * t + 0.5
     return tf.where(t <= -gamma / 2, tf.zeros_like(t), tf.where(t >= gamma / 2, tf.ones_like(t), poly))
 
@@ -237,10 +251,11 @@ def _selectors_reference(s: tf.Tensor, num_experts: int) -> tf.Tensor:
 
 def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float]:
     num_experts = spec.check_num_experts(num_experts)
-    gamma = spec.check_positive("gamma", gamma)
-    spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
+    gamma = spec.check_gamma(gamma)
+    _check_input("z_logits", z_logits, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
+        _check_input("w_logits", w_logits)
         spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
     return num_experts, gamma
 
@@ -323,12 +338,13 @@ def hard_concrete_gates(
     """
     beta = spec.check_positive("beta", beta)
     lo, hi = spec.check_limits(limits)
-    spec.check_min_rank("log_alpha", log_alpha.shape, 1, "(..., n)")
+    _check_input("log_alpha", log_alpha, 1, "(..., n)")
     if u is None:
         s = tf.sigmoid(log_alpha)
     else:
+        _check_input("u", u)
         spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
-        if check_u and tf.executing_eagerly():
+        if check_u and tf.executing_eagerly() and u.shape.num_elements() != 0:  # an empty batch: nothing to check
             spec.check_unit_interval_open("u", float(tf.reduce_min(u)), float(tf.reduce_max(u)))
         s = tf.sigmoid((tf.math.log(u) - tf.math.log1p(-u) + log_alpha) / beta)
     return tf.clip_by_value(s * (hi - lo) + lo, 0.0, 1.0)
@@ -456,11 +472,20 @@ class Gate(keras.layers.Layer):
     def __call__(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None,
                  check_noise: bool = True, **kw):
         # Checked here, before Keras wraps exceptions raised inside `call` into a longer message.
+        x, noise = (None if t is None else self._input(name, t) for name, t in (("x", x), ("noise", noise)))
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
-        if check_noise and noise is not None and self.config.name == "hard_concrete" and tf.executing_eagerly():
+        empty = noise is not None and noise.shape.num_elements() == 0
+        if check_noise and noise is not None and self.config.name == "hard_concrete" and tf.executing_eagerly() \
+                and not empty:
             spec.check_unit_interval_open("u", float(tf.reduce_min(noise)), float(tf.reduce_max(noise)))
         args = () if x is None else (x,)
         return super().__call__(*args, training=training, noise=noise, **kw)
+
+    def _input(self, name: str, t: Any) -> tf.Tensor:
+        """``x`` or ``noise`` checked (a floating-point tensor; type and dtype only, no values read) and cast to the
+        gate's compute dtype, as Keras casts a layer's floating inputs. Placement follows ``tf.device``."""
+        _check_input(name, t)
+        return t if t.dtype == self.compute_dtype else tf.cast(t, self.compute_dtype)
 
     def call(self, x: tf.Tensor | None = None, training: bool | None = None, noise: tf.Tensor | None = None):
         training, calls = bool(training), None
@@ -544,7 +569,30 @@ def make_gate(
 
     ``seed`` (an int or ``np.random.Generator``) draws the initial parameters in NumPy, so the PyTorch gate
     built with the same arguments starts from the same numbers. ``impl`` picks the DSelect-k implementation (see
-    ``dselect_k_weights``); other gates have one, ``"auto"``. Device placement follows ``tf.device``.
+    ``dselect_k_weights``); other gates have one, ``"auto"``. ``device=`` (a logical device that exists: ``"cpu"``,
+    ``"GPU:0"``) places the variables; calls follow ``tf.device``.
     """
+    device = _check_device(hparams.pop("device", None))
     config = spec.make_config(name, num_experts, k, input_dim, **hparams)
-    return Gate(config, dtype=dtype, seed=seed, impl=impl)
+    if device is None:
+        return Gate(config, dtype=dtype, seed=seed, impl=impl)
+    with tf.device(device):
+        return Gate(config, dtype=dtype, seed=seed, impl=impl)
+
+
+def _check_device(device: Any) -> str | None:
+    """``device`` (``"cpu"``, ``"GPU:0"``, ``"/device:CPU:0"``) as the name of a logical device that exists here,
+    or ``None``."""
+    if device is None:
+        return None
+    names = [d.name for d in tf.config.list_logical_devices()]
+    try:
+        want = tf.DeviceSpec.from_string(device)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise spec.device_error(device, names, exc) from None
+    for name in names:
+        have = tf.DeviceSpec.from_string(name)
+        if want.device_type is not None and want.device_type.upper() == have.device_type and \
+                want.device_index in (None, have.device_index):
+            return name
+    raise spec.device_error(device, names, "no such logical device")

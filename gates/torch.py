@@ -45,9 +45,17 @@ __all__ = [
 DSELECT_K_IMPLS = spec.DSELECT_K_IMPLS  # "triton" needs the triton package and CUDA tensors
 
 
+def _check_input(name: str, t: Any, rank: int = 0, legend: str = "") -> None:
+    """``t`` is a floating-point ``torch.Tensor`` (of rank ``>= rank``); reads its type, dtype and shape only."""
+    is_tensor = isinstance(t, torch.Tensor)
+    spec.check_tensor(name, t, is_tensor, "torch.Tensor", t.dtype if is_tensor else None)
+    if rank:
+        spec.check_min_rank(name, t.shape, rank, legend)
+
+
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: ``softmax(l)``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return torch.softmax(logits, dim=-1)
 
 
@@ -56,7 +64,7 @@ def topk_weights(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Ties at the k-th value go to the lower expert index. A row with a NaN logit gives a NaN row.
     """
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     mask = _topk_mask(logits, k)
     q = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
@@ -82,7 +90,7 @@ def sigmoid_topk_weights(logits: torch.Tensor, k: int, bias: torch.Tensor | None
     """``(..., n) -> (..., n)``: DeepSeek-V3's router. Scores ``s = sigmoid(l)``; the ``k`` largest of ``s + bias``
     are selected (``bias`` broadcast to ``l``, selection only: it gets no gradient; ties to the lower index);
     weights are the unbiased selected scores, divided by their sum when ``normalize``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     scores = torch.sigmoid(logits)
     choice = scores.detach() if bias is None else scores.detach() + bias.detach()
@@ -109,26 +117,26 @@ def _nan_rows_zeroed(logits: torch.Tensor) -> torch.Tensor:
 
 def sparsemax_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: sparsemax, ``max(z - tau, 0)`` summing to 1 (the ``entmax`` package's)."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return _nan_rows(logits, _entmax_package().sparsemax(_nan_rows_zeroed(logits), dim=-1))
 
 
 def entmax15_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: 1.5-entmax, ``max(z/2 - tau, 0)^2`` summing to 1 (the ``entmax`` package's exact
     sort-based ``entmax15``)."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return _nan_rows(logits, _entmax_package().entmax15(_nan_rows_zeroed(logits), dim=-1))
 
 
 def relu_weights(logits: torch.Tensor) -> torch.Tensor:
     """``(..., n) -> (..., n)``: ReMoE's ``relu(l)``, not normalised."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return _nan_rows(logits, torch.relu(logits))
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     """ST-MoE's router z-loss: ``mean over rows of logsumexp(l)^2``, ``(..., n) -> ()``."""
-    spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
+    _check_input("logits", logits, 1, "(..., n)")
     return torch.logsumexp(logits, dim=-1).square().mean()
 
 
@@ -171,6 +179,7 @@ def remoe_l1_step(coef: torch.Tensor, sparsity: torch.Tensor, alpha: float, targ
 
 def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Cubic smooth-step: exactly 0 below ``-gamma/2`` and 1 above ``gamma/2`` (zero gradient there)."""
+    gamma = spec.check_gamma(gamma)
     poly = -2.0 / gamma**3 * t**3 + 1.5 / gamma * t + 0.5
     return torch.where(t <= -gamma / 2, 0.0, torch.where(t >= gamma / 2, 1.0, poly))
 
@@ -224,10 +233,11 @@ def _selectors_reference(s: torch.Tensor, num_experts: int) -> torch.Tensor:
 
 def _check_dselect_k(z_logits, w_logits, num_experts, gamma) -> tuple[int, float]:
     num_experts = spec.check_num_experts(num_experts)
-    gamma = spec.check_positive("gamma", gamma)
-    spec.check_min_rank("z_logits", z_logits.shape, 2, "(..., k, m)")
+    gamma = spec.check_gamma(gamma)
+    _check_input("z_logits", z_logits, 2, "(..., k, m)")
     spec.check_last_dim("z_logits", z_logits.shape, spec.num_code_bits(num_experts))
     if w_logits is not None:
+        _check_input("w_logits", w_logits)
         spec.check_same_shape("w_logits", w_logits.shape, z_logits.shape[:-1], "z_logits without its last axis")
     return num_experts, gamma
 
@@ -296,12 +306,13 @@ def hard_concrete_gates(
     skip it for the noise they draw themselves."""
     beta = spec.check_positive("beta", beta)
     lo, hi = spec.check_limits(limits)
-    spec.check_min_rank("log_alpha", log_alpha.shape, 1, "(..., n)")
+    _check_input("log_alpha", log_alpha, 1, "(..., n)")
     if u is None:
         s = torch.sigmoid(log_alpha)
     else:
+        _check_input("u", u)
         spec.check_same_shape("u", u.shape, log_alpha.shape, "log_alpha")
-        if check_u:
+        if check_u and u.numel():  # an empty batch has no values to check
             spec.check_unit_interval_open("u", float(u.detach().min()), float(u.detach().max()))
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
     return torch.clamp(s * (hi - lo) + lo, 0.0, 1.0)
@@ -420,6 +431,7 @@ class Gate(nn.Module):
     # --- forward: gates.recipe ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor | None = None, *, noise: torch.Tensor | None = None,
                 check_noise: bool = True) -> torch.Tensor:
+        x, noise = self._inputs(x, noise)
         self.config.check_call(None if x is None else x.shape, None if noise is None else noise.shape)
         calls = None
         if self.training and self.config.hparams.get("entropy_schedule") is not None:
@@ -430,6 +442,20 @@ class Gate(nn.Module):
             check_noise=check_noise, calls=calls, state=self.state,
         )
         return q
+
+    def _inputs(self, x: Any, noise: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``x`` and ``noise`` checked (floating-point tensors on the gate's device; type, dtype and device only,
+        no values read) and cast to the gate's dtype, as Keras casts a layer's floating inputs."""
+        device = next(iter(self.parameters())).device
+        out = []
+        for name, t in (("x", x), ("noise", noise)):
+            if t is not None:
+                _check_input(name, t)
+                if t.device != device:
+                    raise ValueError(f"{name}: expected a tensor on the gate's device {device}; got one on {t.device}")
+                t = t.to(self.dtype)
+            out.append(t)
+        return out[0], out[1]
 
     @torch.no_grad()
     def support(self, x: torch.Tensor | None = None) -> np.ndarray:
@@ -510,4 +536,18 @@ def make_gate(
     ``dselect_k_weights``); other gates have one, ``"auto"``.
     """
     config = spec.make_config(name, num_experts, k, input_dim, **hparams)
-    return Gate(config, dtype=dtype, device=device, seed=seed, impl=impl)
+    return Gate(config, dtype=dtype, device=_check_device(device), seed=seed, impl=impl)
+
+
+def _check_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device`` that exists here (one empty tensor is made on it), or ``None``."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        available = ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count())), "meta"]
+        raise spec.device_error(device, available, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) \
+            from None
+    return dev
