@@ -93,6 +93,10 @@ def _tiny_task() -> Task:
 @pytest.mark.torch
 @pytest.mark.slow
 def test_a_second_driver_joins_a_ray_start_head_on_loopback(gt, tmp_path):
+    # `ray stop` below ends every Ray process of this machine, the shared cluster's too: leave it first (this test
+    # comes last in the file), so that this process is not left connected to a cluster that is gone (Ray then
+    # ends the process once its GCS has been unreachable for a minute).
+    ray.shutdown()
     env = quiet_frameworks({**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
     ray_cli = str(Path(sys.executable).with_name("ray"))
     start = [ray_cli, "start", "--head", "--node-ip-address", LOOPBACK, "--port", "0", "--num-cpus", "1",
