@@ -165,9 +165,9 @@ def test_plain_run_exits_1_while_a_case_is_still_failed_and_0_once_resumed(tmp_p
     from harness import executors
 
     suite, out = _suite_file(tmp_path), tmp_path / "out"
-    monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor({"softmax": "failed"}))
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: FakeExecutor({"softmax": "failed"}))
     assert plain.main(["run", str(suite), "--out", str(out)]) == 1
-    monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor())
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: FakeExecutor())
     assert plain.main(["run", str(suite), "--out", str(out), "--resume"]) == 0
     assert "1 run (1 ok, 0 failed, 0 skipped), 2 already done, 0 still failed" in capsys.readouterr().out
 
@@ -324,7 +324,7 @@ def test_the_command_line_warns_above_ten_thousand_cases(tmp_path, monkeypatch, 
                                                      'experts = 4, k = 2}]',
                                                      'batch = 4\ninput_dim = 4\nk = 2\n'
                                                      f'experts = {list(range(2, 3502))}'))
-    monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor(interrupt_after=0))
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: FakeExecutor(interrupt_after=0))
     assert plain.main(["run", str(suite), "--out", str(tmp_path / "out")]) == 130
     assert "warning: safe has 10,500 cases (over 10,000)" in capsys.readouterr().err
 
@@ -340,7 +340,7 @@ def test_sigint_says_how_many_rows_are_kept_and_how_to_continue(tmp_path, monkey
     from harness import executors
 
     suite, out = _suite_file(tmp_path), tmp_path / "out"
-    monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor(interrupt_after=1))
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: FakeExecutor(interrupt_after=1))
     assert plain.main(["run", str(suite), "--out", str(out), "--gate", "topk", "--gate", "softmax"]) == 130
     err = capsys.readouterr().err
     assert f"interrupted: 1 rows kept in {out / 'safe.jsonl'}; continue with: gatebench run {suite} --out {out} " \
