@@ -208,6 +208,7 @@ def summary(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace, cli: list[str]) -> dict[str, dict[str, Any]]:
     """The four runs: two quiet, then two under one burner per usable core."""
+    args.work = args.work.resolve()  # the runs may start in another source tree (--checkout)
     args.work.mkdir(parents=True, exist_ok=True)
     runs = {}
     for label in QUIET:
