@@ -169,32 +169,28 @@ def prediction_sentences(prediction: pd.DataFrame, baseline: str) -> list[str]:
     return out
 
 
-def _prediction_seeds_caveat(prediction: pd.DataFrame) -> list[str]:
-    if prediction.empty or "acc_p" not in prediction:
+def _too_few_seeds(table: pd.DataFrame, p_column: str, seeds_word: str, what: str) -> list[str]:
+    """The caveat when the fewest seeds of the tested rows of ``table`` cannot give a two-sided Wilcoxon p below
+    ``ALPHA`` (its smallest p is ``2 / 2**n``), else none."""
+    if table.empty or "seeds" not in table or p_column not in table:
         return []
-    tested = prediction[prediction["acc_p"].notna()]
+    tested = table[table[p_column].notna()]
     if tested.empty:
         return []
     n = int(tested["seeds"].min())
     smallest = 2.0 / 2**n
     if smallest < ALPHA:
         return []
-    return [f"Too few held-out seeds for significance: with {n} seeds the smallest two-sided Wilcoxon p is "
-            f"{smallest:.3g}, so no prediction difference can reach p < {ALPHA}; run 6 or more seeds."]
+    return [f"Too few {seeds_word} for significance: with {n} seeds the smallest two-sided Wilcoxon p is "
+            f"{smallest:.3g}, so no {what} difference can reach p < {ALPHA}; run 6 or more seeds."]
+
+
+def _prediction_seeds_caveat(prediction: pd.DataFrame) -> list[str]:
+    return _too_few_seeds(prediction, "acc_p", "held-out seeds", "prediction")
 
 
 def _seeds_caveat(recovery: pd.DataFrame) -> list[str]:
-    if recovery.empty or "seeds" not in recovery:
-        return []
-    tested = recovery[recovery["f1_p"].notna()] if "f1_p" in recovery else recovery.iloc[0:0]
-    if tested.empty:
-        return []
-    n = int(tested["seeds"].min())
-    smallest = 2.0 / 2**n
-    if smallest < ALPHA:
-        return []
-    return [f"Too few seeds for significance: with {n} seeds the smallest two-sided Wilcoxon p is "
-            f"{smallest:.3g}, so no recovery difference can reach p < {ALPHA}; run 6 or more seeds."]
+    return _too_few_seeds(recovery, "f1_p", "seeds", "recovery")
 
 
 def _samples_caveat(timing: pd.DataFrame) -> list[str]:

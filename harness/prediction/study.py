@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.tuning.seeds import check_seeds
+
 from .problem import PredictionProblem
 from .task import execute_prediction, run_params
 
@@ -44,17 +46,6 @@ __all__ = ["SAMPLERS", "HELDOUT_START", "TPE_STARTUP", "PredictionStudy", "space
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
 HELDOUT_START = 1000
 TPE_STARTUP = 5
-
-
-def _seeds(name: str, seeds: Any) -> tuple[int, ...]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        raise ValueError(f"{name}: expected a non-empty list of integers >= 0; got {seeds!r}")
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
-        raise ValueError(f"{name}: expected a non-empty list of integers >= 0; got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{name}: expected distinct seeds; got {list(seeds)!r}")
-    return tuple(int(s) for s in seeds)
 
 
 @dataclass(frozen=True)
@@ -87,7 +78,7 @@ class PredictionStudy:
         check_framework(self.framework)
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
             raise ValueError(f"trials: expected an integer >= 0; got {self.trials!r}")
-        tune, heldout = _seeds("tune_seeds", self.tune_seeds), _seeds("heldout_seeds", self.heldout_seeds)
+        tune, heldout = check_seeds("tune_seeds", self.tune_seeds), check_seeds("heldout_seeds", self.heldout_seeds)
         if set(tune) & set(heldout):
             raise ValueError(f"heldout_seeds: expected seeds disjoint from tune_seeds; got "
                              f"{sorted(set(tune) & set(heldout))} in both")

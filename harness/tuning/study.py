@@ -31,11 +31,13 @@ import numpy as np
 
 from harness.recovery.problem import RecoveryProblem
 
+from .seeds import check_seeds
 from .space import SearchSpace, search_space
 from .trial import STUDY_KEYS, TuningExecutor, task_params
 
 __all__ = ["SAMPLERS", "HELDOUT_START", "TuningConfig", "TrialRecord", "default_gates", "trial_records",
-           "trial_value", "suggest", "best_trial", "check_budgets", "run_tuning", "collect", "results_path"]
+           "trial_value", "suggest", "best_trial", "check_budgets", "check_seeds", "run_tuning", "collect",
+           "results_path"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
 # Held-out seeds start here by default, far from the tuning seeds (0, 1, ...) and the recovery suites' (0-9).
@@ -52,15 +54,6 @@ def default_gates() -> tuple[str, ...]:
     from harness.recovery.metrics import SELECTIONS
 
     return tuple(gate for gate in GATE_NAMES if gate in SELECTIONS)
-
-
-def _seeds(name: str, seeds: Any) -> tuple[int, ...]:
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
-        raise ValueError(f"{name}: expected a non-empty list of integers >= 0; got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{name}: expected distinct seeds; got {list(seeds)!r}")
-    return tuple(int(s) for s in seeds)
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ class TuningConfig:
         check_framework(self.framework)
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise ValueError(f"trials: expected an integer >= 1; got {self.trials!r}")
-        tune, heldout = _seeds("tune_seeds", self.tune_seeds), _seeds("heldout_seeds", self.heldout_seeds)
+        tune, heldout = check_seeds("tune_seeds", self.tune_seeds), check_seeds("heldout_seeds", self.heldout_seeds)
         overlap = sorted(set(tune) & set(heldout))
         if overlap:
             raise ValueError(f"heldout_seeds: expected seeds disjoint from tune_seeds; got {overlap} in both")
