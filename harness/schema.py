@@ -115,6 +115,9 @@ TIMING = RowKind(
         Column("load_before", "float64", doc="1-minute load average before the case's group was timed"),
         Column("load_after", "float64", doc="1-minute load average after it"),
         Column("usable_cores", "Int64", doc="cores this process may run on (sched_getaffinity)"),
+        Column("probe_ms", "object", "ms", "the machine-speed probe's time in each round of the case's group, "
+                                           "by round index (harness.probe; CPU cases)"),
+        Column("probe_version", "Int64", doc="version of the probe's fixed workload (harness.probe)"),
     ),
     complete=True,
 )
@@ -199,7 +202,7 @@ def _value_problem(column: Column, value: Any) -> str | None:
         return f"expected {_EXPECTED[column.dtype]}; got {value!r}"
     if column.name in _NON_NEGATIVE and value < 0:
         return f"expected a number >= 0; got {value!r}"
-    if column.name in ("samples_ms", "sample_rounds"):
+    if column.name in ("samples_ms", "sample_rounds", "probe_ms"):
         bad = [v for v in value if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0]
         if bad:
             return f"expected a list of numbers >= 0; got {bad[0]!r} in it"
@@ -246,6 +249,9 @@ def row_problem(row: Any) -> str | None:
     samples, rounds = row.get("samples_ms"), row.get("sample_rounds")
     if samples is not None and rounds is not None and len(samples) != len(rounds):
         return f"samples_ms has {len(samples)} entries and sample_rounds {len(rounds)}; expected as many"
+    probe, ran = row.get("probe_ms"), row.get("rounds")
+    if probe is not None and isinstance(ran, int) and len(probe) != ran:
+        return f"probe_ms has {len(probe)} entries for {ran} rounds; expected one per round"
     return None
 
 

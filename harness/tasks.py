@@ -21,6 +21,7 @@ either. Frameworks load inside the adapters, when a case asks for one.
 from __future__ import annotations
 
 import gc
+import statistics
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ from typing import Any
 
 from harness import cases, machine
 from harness.adapters import Unavailable, Workload, get_adapter
+from harness.probe import PROBE_VERSION, time_probe
 from harness.recovery import suite as recovery_suite
 from harness.results import case_id, make_row
 from harness.rounds import adaptive_stop, round_ratio_cis, round_timer, schedule
@@ -232,14 +234,18 @@ def _finish(item: _Prepared, settings: TimingSettings, shared: Mapping[str, Any]
     return _timing_row(item.task, "ok", None, item.provenance, **values)
 
 
-def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[str, dict[str, Any]]) -> int:
+def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[str, dict[str, Any]],
+                probe: list[float] | None = None) -> int:
     """Time ``items`` in interleaved rounds (``harness.rounds``); a case that fails leaves the later rounds with
-    its row in ``failed``. Returns the number of rounds run."""
+    its row in ``failed``. With a ``probe`` list, the machine-speed probe (``harness.probe``) is timed before the
+    round and after each case, and the median of those points is appended per round. Returns the number of rounds
+    run."""
     by_id = {item.task.case_id: item for item in items}
     stop = adaptive_stop(settings) if settings.stop == "adaptive" else None
     rounds = settings.max_rounds if stop else settings.rounds
     start = time.perf_counter()
     for index, order in enumerate(schedule(list(by_id), rounds, settings.round_seed)):
+        points = [time_probe()] if probe is not None else []
         for cid in order:
             if cid in failed:
                 continue
@@ -247,6 +253,10 @@ def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[s
                 _time_round(by_id[cid], settings, rounds, index)
             except Exception as exc:  # noqa: BLE001
                 failed[cid] = _failed_row(by_id[cid].task, exc, by_id[cid].provenance)
+            if probe is not None:
+                points.append(time_probe())
+        if probe is not None:
+            probe.append(float(statistics.median(points)))
         live = [item for item in items if item.task.case_id not in failed]
         timed = [(item.task.params, item.samples, item.sample_rounds) for item in live]
         if stop and stop.done(round_ratio_cis(timed), time.perf_counter() - start):
@@ -268,10 +278,13 @@ def execute_group(tasks: Sequence[Task]) -> list[dict[str, Any]]:
             rows[task.case_id] = prepared
     if items:
         state = machine.machine_state()
-        ran = _run_rounds(items, settings, rows)
+        # CPU groups only: a GPU case's kernel time does not follow the host's speed
+        probe: list[float] | None = [] if items[0].task.params.get("device") == "cpu" else None
+        ran = _run_rounds(items, settings, rows, probe)
         shared = {"rounds": ran, "round_seed": settings.round_seed, "stop": settings.stop,
                   "load_before": state["load_1m"], "load_after": machine.load_average(),
-                  "usable_cores": state["usable_cores"]}
+                  "usable_cores": state["usable_cores"], "probe_ms": probe,
+                  "probe_version": PROBE_VERSION if probe is not None else None}
         for item in items:
             if item.task.case_id not in rows:
                 try:

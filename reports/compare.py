@@ -12,6 +12,14 @@ both sides timed (``reports.comparison.round_medians``):
 - fewer than ``MIN_UNITS`` (3) rounds or samples on a side: no interval; the ratio alone decides against the
   factor, and the ``method`` column says so ("judged on the ratio: too few rounds").
 
+**Speed correction** (``speed=True``, the default): CPU rows record ``probe_ms``, the machine-speed probe
+(``harness.probe``) timed in every round of their group. Between two runs a slow spell of a shared machine can
+slow a whole group (every case of it, so the rounds within the run do not see it); the probe, timed in the same
+rounds, slows too. When both rows have a probe of the same ``probe_version``, every sample is divided by its
+round's probe before the statistic (``speed_pair``): the ratio is then in units of the machine's speed, ``method``
+ends in ", speed-corrected", ``raw_ratio`` keeps the uncorrected ratio and ``speed`` NEW's median probe over OLD's.
+Rows without a probe (older files, GPU rows, pytest-benchmark) are compared raw.
+
 **Regression** (mark ``+``) when ``ratio > factor`` and the interval's low end is above 1 (with no interval:
 ``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
 (``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores) is ``not judged
@@ -51,9 +59,13 @@ from .comparison import (
     finite,
     judge,
     mann_whitney,
+    Sample,
     no_test,
+    probe_of,
     round_medians,
+    round_medians_of,
     sample_of,
+    speed_corrected,
 )
 from .rounds import noise_flags
 
@@ -62,6 +74,8 @@ from .rounds import noise_flags
 # asv-style gates use on such machines.
 DEFAULT_FACTOR = 1.3
 EXIT_OK, EXIT_REGRESSION, EXIT_NOTHING = 0, 1, 2
+# Appended to the method of a comparison judged on speed-corrected timings.
+SPEED_CORRECTED = ", speed-corrected"
 
 # Marks, as asv compare prints them (and gatebench's own).
 MARK_SLOWER, MARK_FASTER, MARK_SAME, MARK_FAILED, MARK_NEW, MARK_GONE, MARK_FIXED = (
@@ -124,6 +138,14 @@ class Comparison:
         return self.table[self.table["missing"].astype(bool)]
 
     @property
+    def speed(self) -> float:
+        """The median over speed-corrected cases of NEW's probe time over OLD's (NaN when none was corrected):
+        above 1, NEW's machine was slower."""
+        values = self.table["speed"].astype(float)
+        values = values[np.isfinite(values)]
+        return float(np.median(values)) if values.size else math.nan
+
+    @property
     def nothing_to_compare(self) -> str | None:
         """Why there is nothing to compare (``None`` when there is something)."""
         common = ~self.table["mark"].isin([MARK_NEW, MARK_GONE])
@@ -149,7 +171,7 @@ class Comparison:
 
 _COLUMNS = (
     "mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "method",
-    "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed", "case_id",
+    "raw_ratio", "speed", "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed", "case_id",
 )
 
 
@@ -207,9 +229,35 @@ def _n_rounds(row: Mapping[str, Any] | None) -> float:
     return float(np.unique(rounds).size) if rounds is not None else math.nan
 
 
-def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, **how) -> dict:
+def _raw_ratio(case: Sample, base: Sample) -> float:
+    """The uncorrected ratio: of the medians of per-round medians (of the pooled medians without rounds)."""
+    if case.rounds is None or base.rounds is None:
+        top, bottom = case.center, base.center
+    else:
+        top, bottom = float(np.median(round_medians_of(case))), float(np.median(round_medians_of(base)))
+    return top / bottom if math.isfinite(bottom) and bottom > 0 else math.nan
+
+
+def speed_pair(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Sample, Sample, float] | None:
+    """Both sides' samples divided by their rounds' machine-speed probe, and ``speed``, NEW's median probe time
+    over OLD's (above 1: NEW's machine was slower); ``None`` unless both rows have a probe of the same version."""
+    if _known(before.get("probe_version")) != _known(after.get("probe_version")):
+        return None
+    case, base = speed_corrected(after), speed_corrected(before)
+    if case is None or base is None:
+        return None
+    speed = float(np.median(probe_of(after)) / np.median(probe_of(before)))
+    return case, base, speed
+
+
+def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, speed: bool = True,
+            **how) -> dict:
     """The timing columns of a case both sides timed (see the module docstring)."""
     case, base = sample_of(after), sample_of(before)
+    raw = _raw_ratio(case, base)
+    corrected = speed_pair(before, after) if speed else None
+    if corrected is not None:
+        case, base, machine = corrected
     flags = sorted(set(noise_flags(before)) | set(noise_flags(after)))
     got = judge(case, base, factor=factor, statistic=round_medians, test=no_test, flags=flags, overrule=factor,
                 **how)
@@ -218,8 +266,9 @@ def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: floa
     tested = math.isfinite(got.ci_low) and math.isfinite(got.ci_high)
     mark = _SYMBOL[got.mark]
     return dict(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=p, tested=tested,
-                method=got.method, flags=", ".join(flags), mark=mark, change=got.mark if mark == MARK_NOT_JUDGED
-                else _LABELS[mark])
+                method=got.method + (SPEED_CORRECTED if corrected is not None else ""), flags=", ".join(flags),
+                mark=mark, change=got.mark if mark == MARK_NOT_JUDGED else _LABELS[mark], raw_ratio=raw,
+                speed=machine if corrected is not None else math.nan)
 
 
 def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:
@@ -227,6 +276,7 @@ def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -
     rec: dict = {"case_id": cid, "before_ms": before.get("median_ms") if before else nan,
                  "after_ms": after.get("median_ms") if after else nan,
                  "ratio": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "tested": False, "method": "",
+                 "raw_ratio": nan, "speed": nan,
                  "before_n": sample_of(before).values.size if before else 0,
                  "after_n": sample_of(after).values.size if after else 0,
                  "before_rounds": _n_rounds(before), "after_rounds": _n_rounds(after),
@@ -249,9 +299,10 @@ def compare_frames(
     alpha: float = DEFAULT_ALPHA,
     n_boot: int = 2000,
     seed: int = 0,
+    speed: bool = True,
 ) -> Comparison:
     """Compare the timing rows of ``new`` against ``old`` (see the module docstring); the intervals are at the
-    ``1 - alpha`` level."""
+    ``1 - alpha`` level. ``speed``: judge speed-corrected timings where both rows have a probe (else raw)."""
     if not (isinstance(factor, (int, float)) and np.isfinite(factor) and factor >= 1.0):
         raise ValueError(f"factor: expected a number >= 1 (e.g. 1.3 for 30%); got {factor!r}")
     if not 0.0 < alpha < 1.0:
@@ -259,7 +310,7 @@ def compare_frames(
     pairing = Pairing(_sided(old, "old") + _sided(new, "new"), ("case_id", "side"), {"side": "old"}, impl_key=None)
     cases = dict.fromkeys(key[0] for key in pairing.rows if key[1] == "old")
     cases.update(dict.fromkeys(key[0] for key in pairing.rows if key[1] == "new"))
-    how = dict(alpha=alpha, factor=factor, level=1.0 - alpha, n_boot=n_boot, seed=seed)
+    how = dict(alpha=alpha, factor=factor, level=1.0 - alpha, n_boot=n_boot, seed=seed, speed=speed)
     rows = []
     for cid in cases:
         after = pairing.get({"case_id": cid, "side": "new"})

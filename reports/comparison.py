@@ -124,6 +124,31 @@ def sample_of(row: Mapping[str, Any], *, values: str = "samples_ms", median: str
     return Sample(arr, math.nan if center is None else center, per_round)
 
 
+def probe_of(row: Mapping[str, Any] | None) -> np.ndarray | None:
+    """The row's per-round machine-speed probe (``harness.probe``: ``probe_ms``, one finite positive value per
+    round of ``sample_rounds``), else ``None``."""
+    if row is None:
+        return None
+    probe, rounds = row.get("probe_ms"), row.get("sample_rounds")
+    if not isinstance(probe, (list, tuple, np.ndarray)) or not isinstance(rounds, (list, tuple, np.ndarray)):
+        return None
+    values = np.asarray([finite(v) if finite(v) is not None else math.nan for v in probe], dtype=float)
+    if not values.size or not np.all(values > 0) or (len(rounds) and max(rounds) >= values.size):
+        return None
+    return values
+
+
+def speed_corrected(row: Mapping[str, Any]) -> Sample | None:
+    """The row's ``Sample`` with each sample divided by its round's probe time: timings in units of the machine's
+    speed while they were taken (``None`` when the row has no usable probe)."""
+    probe, sample = probe_of(row), sample_of(row)
+    if probe is None or sample.rounds is None:
+        return None
+    scaled = sample.values / probe[sample.rounds.astype(int)]
+    center = float(np.median(scaled)) if scaled.size else math.nan
+    return Sample(scaled, center, sample.rounds)
+
+
 def constant_sample(value: float) -> Sample:
     """A side that is a known constant (a bandwidth floor): two copies, so its bootstrap median is exact."""
     return Sample(np.full(2, float(value)), float(value))
@@ -369,8 +394,10 @@ __all__ = [
     "mark",
     "no_test",
     "per_round",
+    "probe_of",
     "ratio_of_medians",
     "round_medians",
     "round_medians_of",
     "sample_of",
+    "speed_corrected",
 ]

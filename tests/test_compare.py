@@ -305,3 +305,46 @@ def test_cli_default_factor_is_the_library_default(app):
     assert inspect.signature(compare_frames).parameters["factor"].default == DEFAULT_FACTOR
     help_text = CliRunner().invoke(app, ["compare", "--help"]).output
     assert "Exit 2" in help_text and "--allow-missing" in help_text
+
+
+def _probed(name: str, per_round: list[list[float]], probe: list[float], version: int = 1) -> dict:
+    return _row(name, per_round, probe_ms=list(probe), probe_version=version, rounds=len(per_round))
+
+
+def test_speed_corrected_divides_each_sample_by_its_rounds_probe():
+    row = _probed("a", [[2.0, 4.0], [3.0]], [2.0, 1.5])
+    got = comparison.speed_corrected(row)
+    assert list(got.values) == [1.0, 2.0, 2.0] and list(got.rounds) == [0, 0, 1]
+    assert comparison.speed_corrected(_row("a", [[2.0]])) is None  # no probe
+    assert comparison.speed_corrected({**row, "probe_ms": [2.0]}) is None  # a round without a probe
+    assert comparison.speed_corrected({**row, "probe_ms": [2.0, 0.0]}) is None  # not a time
+
+
+def test_a_whole_group_slowed_by_the_machine_passes_and_slower_code_still_fails(app, tmp_path):
+    rng = np.random.default_rng(11)
+    names = ["softmax", "topk", "dselect_k"]
+    probe = list(rng.lognormal(np.log(0.2), 0.01, 8))
+    old = [_probed(n, _rounds_of(rng, 8, 5), probe) for n in names]
+    # the second run: the machine ran 1.9x slower for the whole group; the probe, timed in the same rounds, too
+    slow_probe = [1.9 * p for p in rng.lognormal(np.log(0.2), 0.01, 8)]
+    machine = [_probed(n, _rounds_of(rng, 8, 5, 1.9), slow_probe) for n in names]
+    result = compare_frames(_frame(old), _frame(machine), factor=1.3)
+    assert result.exit_code() == 0 and (result.table["mark"] == MARK_SAME).all(), result.table.to_dict("records")
+    assert result.table["raw_ratio"].between(1.8, 2.0).all() and result.table["ratio"].between(0.95, 1.05).all()
+    assert result.speed == pytest.approx(1.9, rel=0.03)
+    assert result.table["method"].str.endswith("speed-corrected").all()
+    raw = compare_frames(_frame(old), _frame(machine), factor=1.3, speed=False)
+    assert raw.exit_code() == 1 and len(raw.regressions) == 3 and raw.table["speed"].isna().all()
+    # code 1.5x slower on an unchanged machine: the probe did not move, the regression stands
+    code = [_probed("softmax", _rounds_of(rng, 8, 5, 1.5), probe), *machine[1:]]
+    slower = compare_frames(_frame(old), _frame(code), factor=1.3)
+    assert list(slower.regressions["case_id"]) == ["case=softmax"]
+    # a probe of another version is not a unit of the same speed: compared raw
+    other = [{**row, "probe_version": 2} for row in machine]
+    assert compare_frames(_frame(old), _frame(other), factor=1.3).exit_code() == 1
+    # the CLI: corrected by default, with the machine's speed printed; raw on request
+    old_path, new_path = _write(tmp_path / "old.jsonl", old), _write(tmp_path / "new.jsonl", machine)
+    out = _run(app, old_path, new_path)
+    assert out.exit_code == 0, out.output
+    assert "Machine speed: NEW's probe took 1.9" in out.output
+    assert _run(app, old_path, new_path, "--no-speed-correction").exit_code == 1

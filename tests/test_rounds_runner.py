@@ -121,3 +121,30 @@ def test_a_group_runs_in_one_worker_process_with_the_same_rows_as_in_process(gt)
         if row["status"] == "ok":
             assert row["rounds"] == FAST.rounds and row["threads"] == 1
             assert sorted(set(row["sample_rounds"])) == list(range(FAST.rounds))
+
+
+@pytest.mark.torch
+def test_cpu_groups_record_the_machine_speed_probe_once_per_round(gt, monkeypatch):
+    from harness import probe
+
+    points = itertools.count(1)
+    monkeypatch.setattr(tasks_module, "time_probe", lambda: float(next(points)))
+    monkeypatch.setattr(tasks_module, "time_fn", _FakeTimer(lambda fn, i: 0.1))
+    rows = execute_group([_task(gate="topk"), _task(gate="softmax")])
+    # per round: a point before the round and one after each of its 2 cases; the round's value is their median
+    assert [r["probe_ms"] for r in rows] == [[2.0, 5.0, 8.0, 11.0]] * 2
+    assert all(r["probe_version"] == probe.PROBE_VERSION for r in rows)
+    from harness.schema import row_problem
+
+    assert row_problem(rows[0]) is None
+    assert "probe_ms has 3 entries for 4 rounds" in row_problem({**rows[0], "probe_ms": [1.0, 2.0, 3.0]})
+
+
+def test_the_probe_is_a_fixed_workload_and_checks_its_reps():
+    from harness.probe import probe_workload, time_probe
+
+    assert probe_workload() == probe_workload()
+    assert time_probe(1) > 0
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="reps: expected an integer >= 1"):
+            time_probe(bad)

@@ -85,6 +85,9 @@ _COMPARE_HELP = "\n\n".join([
     "samples), with a bootstrap interval resampling each side's rounds. Slower when ratio > FACTOR and the "
     "interval's low end > 1; with fewer than 3 rounds (or samples) a side, the ratio alone decides. A case with a "
     "noisy side is 'not judged (noisy)' and does not fail unless its interval lies wholly above FACTOR.",
+    "CPU rows record a machine-speed probe timed in every round: each round's timings are divided by it before "
+    "the ratio is taken (a slow spell of the machine slows the probe too; slower code does not). The 'raw' column "
+    "is the uncorrected ratio, 'machine' NEW's probe over OLD's; --no-speed-correction judges the raw timings.",
     "Exit 0: no regression.",
     "Exit 1: a regression, or a case OLD had ok with a timing is, in NEW, gone, skipped, failed, ok without "
     "timing or not comparable (other threads or device); with --allow-missing these are listed and exit 0.",
@@ -107,6 +110,11 @@ def compare(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="List cases NEW no longer times, but exit 0 for them.")
     ] = False,
+    speed_correction: Annotated[
+        bool, typer.Option("--speed-correction/--no-speed-correction",
+                           help="Divide each round's CPU timings by that round's machine-speed probe before "
+                                "comparing (rows without a probe are compared raw).")
+    ] = True,
 ) -> None:
     from rich.console import Console
 
@@ -115,7 +123,8 @@ def compare(
     console = Console(width=200)
     err = Console(stderr=True, width=200)
     try:
-        result, problems = compare_paths([str(old)], [str(new)], factor=factor, alpha=alpha)
+        result, problems = compare_paths([str(old)], [str(new)], factor=factor, alpha=alpha,
+                                         speed=speed_correction)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -125,6 +134,9 @@ def compare(
         console.print("[yellow]warning: the runs differ in provenance (commit and time aside):[/yellow]")
         console.print(_provenance_table(result.provenance))
     console.print(_results_table(result, only_changed))
+    if result.speed == result.speed:
+        console.print(f"Machine speed: NEW's probe took {result.speed:.2f}x OLD's (median over the cases); CPU "
+                      "timings are judged speed-corrected (--no-speed-correction: raw).")
     code = result.exit_code(allow_missing=allow_missing)
     console.print(_verdict_line(result, code, allow_missing))
     if code:
@@ -153,16 +165,19 @@ def _results_table(result, only_changed: bool):
     factor, level = result.factor, 1.0 - result.alpha
     table = Table(title=f"gatebench compare (factor {factor:g}, {level:.0%} intervals)", show_lines=False)
     for col, justify in (("", "center"), ("before", "right"), ("after", "right"), (f"ratio [{level:.0%} CI]", "right"),
-                         ("n (rounds)", "right"), ("p", "right"), ("verdict", "left"), ("method", "left"),
-                         ("case", "left")):
+                         ("raw", "right"), ("machine", "right"), ("n (rounds)", "right"), ("p", "right"),
+                         ("verdict", "left"), ("method", "left"), ("case", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     style = {"+": "red", "x": "red", "g": "red", "s": "red", "?": "red", "#": "red", "-": "green", "~": "yellow"}
     shown = result.table if not only_changed else result.table[result.table["mark"] != " "]
     for _, row in shown.iterrows():
         p = f"{row['p_value']:.2g}" if row["p_value"] == row["p_value"] else "-"
         change = row["change"] + (f" [{row['flags']}]" if row["flags"] else "")
+        raw = f"{row['raw_ratio']:.2f}" if row["raw_ratio"] == row["raw_ratio"] else "-"
+        machine = f"{row['speed']:.2f}x" if row["speed"] == row["speed"] else "-"
         table.add_row(row["mark"], format_ms(row["before_ms"]), format_ms(row["after_ms"]), format_ratio(row),
-                      format_units(row), p, change, row["method"], str(row["case_id"]), style=style.get(row["mark"]))
+                      raw, machine, format_units(row), p, change, row["method"], str(row["case_id"]),
+                      style=style.get(row["mark"]))
     return table
 
 

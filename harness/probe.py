@@ -1,0 +1,57 @@
+"""The machine-speed probe: one fixed, framework-free workload timed in every round of a CPU timing group.
+
+Interleaved rounds (``harness.rounds``) protect the ratios *within* a run: a slow spell hits every case of a group
+alike. Between two runs nothing cancels it: on a shared VM a whole group can read 1.8-2.1x slower in the second of
+two back-to-back runs of unchanged code, with a tight interval and no sign in the load average (the rows in
+``docs/results/compare_backtoback/``). The probe is the partner that cancels it: the same few hundred microseconds
+of small NumPy operations and interpreter work (what a CPU gate case is made of: dispatches of small kernels),
+timed before and after every round of the group, so each round records how fast the machine was while its cases
+ran. ``gatebench compare`` divides each round's timings by that round's probe (``reports.comparison.
+speed_corrected``): a machine that is slower for a while slows the probe too and the ratio stays; code that is
+slower does not slow the probe.
+
+The workload is fixed (``PROBE_VERSION`` names it) and independent of torch and TensorFlow, so a change of gate code
+or of framework version cannot move it; a change of NumPy or Python can, and ``compare``'s provenance table shows
+those. It is pinned to one thread: NumPy's elementwise operations and sorts used here do not call BLAS.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["PROBE_VERSION", "PROBE_REPS", "probe_workload", "time_probe"]
+
+# Bump when the workload changes: rows with another version are not speed-corrected against each other.
+PROBE_VERSION = 1
+# Calls per probe point; their median is the point's time.
+PROBE_REPS = 3
+_SIZE, _STEPS = 256, 40
+_START = np.random.default_rng(0).standard_normal(_SIZE)
+
+
+def probe_workload() -> float:
+    """The fixed workload: ``_STEPS`` rounds of small elementwise kernels, a sort, a reduction and a Python loop
+    over a few values (about 0.3 ms on a 2020s CPU core). Returns a number, so that nothing is optimised away."""
+    x = _START.copy()
+    total = 0.0
+    for step in range(_STEPS):
+        x = np.tanh(x * 0.999 + 0.01 * step)
+        x.sort()
+        total += float(x.sum())
+        for value in x[:8].tolist():
+            total += value * value
+    return total
+
+
+def time_probe(reps: int = PROBE_REPS) -> float:
+    """The median wall time in milliseconds of ``reps`` calls of ``probe_workload``."""
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"reps: expected an integer >= 1; got {reps!r}")
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        probe_workload()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
