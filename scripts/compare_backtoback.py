@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Does ``gatebench compare`` pass unchanged code between back-to-back runs, and fail code that is slower?
+
+Runs ``gatebench run SUITE --fresh`` ``--quiet`` times back to back on a quiet machine, then ``--loaded`` times
+under one busy process per usable core (``scripts.noise_drift.burners``), then once more, quiet, from a copy of
+this source tree in which every PyTorch softmax gate's forward busy-waits until it has taken 1.5x its own time (a
+planted 1.5x regression of real code, measured through the whole harness). Then ``reports.compare.compare_paths``
+(what ``gatebench compare`` runs), each pair both speed-corrected (the default) and raw:
+
+- every consecutive pair of quiet runs, and of loaded runs (unchanged code: any regression is false);
+- the last quiet run against the first loaded one (unchanged code on a machine that became busy);
+- the last quiet run against the planted run: the PyTorch softmax ``fwd`` cases must be flagged, and nothing else
+  should be (``fwdbwd`` and ``bwd`` cases of softmax are slowed less, by the forward's share).
+
+Writes JSON (``--out``): per comparison its exit code, the regressions' case ids, the median machine speed
+(NEW's probe over OLD's), the raw and corrected ratios of every case; the runs' machine state; provenance.
+
+    .venv/bin/python -m scripts.compare_backtoback --out docs/results/compare_backtoback/summary.json \
+        [--suite suites/smoke.toml] [--quiet 3] [--loaded 2] [--work results/compare_backtoback]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.machine import machine_state, usable_cores
+from scripts._common import parser as make_parser
+from scripts._common import quiet_frameworks, write_json
+from scripts.noise_drift import burners
+
+ROOT = Path(__file__).resolve().parent.parent
+# Appended to gates/torch.py of the planted copy: softmax gates' forward takes 1.5x its own time.
+PLANTED = '''
+
+import time as _planted_time
+
+_planted_forward = Gate.forward
+
+
+def _slower_forward(self, *args, **kwargs):  # a planted 1.5x regression (scripts/compare_backtoback.py)
+    start = _planted_time.perf_counter()
+    out = _planted_forward(self, *args, **kwargs)
+    if self.config.name == "softmax":
+        spent = _planted_time.perf_counter() - start
+        while _planted_time.perf_counter() - start < 1.5 * spent:
+            pass
+    return out
+
+
+Gate.forward = _slower_forward
+'''
+PLANTED_CASES = {"gate": "softmax", "framework": "torch", "mode": "fwd"}
+_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "docs", ".asv", "__pycache__", ".hypothesis",
+                                 ".pytest_cache", ".benchmarks")
+
+
+def run_once(tree: Path, suite: str, path: Path, timeout: float) -> dict[str, Any]:
+    """One ``python -m gatebench run SUITE --out PATH --fresh`` from source tree ``tree``."""
+    command = [sys.executable, "-m", "gatebench", "run", suite, "--out", str(path), "--fresh"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    before, start = machine_state(), time.monotonic()
+    rc = subprocess.run(command, cwd=tree, env=env, timeout=timeout, check=False,
+                        stdout=subprocess.DEVNULL).returncode
+    return {"path": str(path), "tree": str(tree), "rc": rc, "seconds": round(time.monotonic() - start, 1),
+            "state_before": before, "state_after": machine_state()}
+
+
+def planted_tree(into: Path) -> Path:
+    """A copy of this source tree (code and suites) with ``PLANTED`` appended to ``gates/torch.py``."""
+    tree = into / "planted"
+    shutil.copytree(ROOT, tree, ignore=_IGNORE)
+    with open(tree / "gates" / "torch.py", "a", encoding="utf-8") as handle:
+        handle.write(PLANTED)
+    return tree
+
+
+def _is_planted(case_id: str) -> bool:
+    parts = dict(part.split("=", 1) for part in case_id.split(","))
+    return all(parts.get(key) == value for key, value in PLANTED_CASES.items())
+
+
+def compare(old: Path, new: Path, speed: bool) -> dict[str, Any]:
+    from reports.compare import compare_paths
+
+    result, _ = compare_paths([str(old)], [str(new)], speed=speed)
+    table = result.table
+    judged = table[table["ratio"].notna()]
+    return {
+        "exit_code": result.exit_code(), "regressions": sorted(str(c) for c in result.regressions["case_id"]),
+        "not_judged": int((table["mark"] == "~").sum()), "cases": int(len(judged)),
+        "machine_speed": result.speed if result.speed == result.speed else None,
+        "ratios": {str(r["case_id"]): {"ratio": float(r["ratio"]), "raw": float(r["raw_ratio"])}
+                   for _, r in judged.iterrows()},
+    }
+
+
+def pairs(runs: dict[str, dict[str, Any]], quiet: int, loaded: int) -> list[tuple[str, str, str]]:
+    """``(what, old, new)`` for every comparison of the module docstring."""
+    q = [f"quiet{i + 1}" for i in range(quiet)]
+    l_ = [f"loaded{i + 1}" for i in range(loaded)]
+    out = [("unchanged, quiet", a, b) for a, b in zip(q, q[1:], strict=False)]
+    out += [("unchanged, loaded", a, b) for a, b in zip(l_, l_[1:], strict=False)]
+    if q and l_:
+        out.append(("unchanged, quiet then loaded", q[-1], l_[0]))
+    if q:
+        out.append(("planted 1.5x softmax forward", q[-1], "planted"))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = make_parser(__doc__)
+    p.add_argument("--suite", default=str(ROOT / "suites/smoke.toml"))
+    p.add_argument("--quiet", type=int, default=3)
+    p.add_argument("--loaded", type=int, default=2)
+    p.add_argument("--work", type=Path, default=ROOT / "results/compare_backtoback")
+    p.add_argument("--run-timeout", type=float, default=1800.0)
+    args = p.parse_args(argv)
+    if args.quiet < 1 or args.loaded < 0:
+        p.error("--quiet: expected >= 1 and --loaded >= 0")
+    quiet_frameworks()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[str, Any]] = {}
+    for i in range(args.quiet):
+        runs[f"quiet{i + 1}"] = run_once(ROOT, args.suite, work / f"quiet{i + 1}.jsonl", args.run_timeout)
+    if args.loaded:
+        with burners(usable_cores(), 60.0 * 30) as procs:
+            for i in range(args.loaded):
+                label = f"loaded{i + 1}"
+                runs[label] = run_once(ROOT, args.suite, work / f"{label}.jsonl", args.run_timeout)
+                runs[label]["burners_running_after"] = sum(proc.poll() is None for proc in procs)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs["planted"] = run_once(planted_tree(Path(tmp)), args.suite, work / "planted.jsonl", args.run_timeout)
+    comparisons = []
+    for what, old, new in pairs(runs, args.quiet, args.loaded):
+        entry: dict[str, Any] = {"what": what, "old": old, "new": new}
+        for mode, speed in (("corrected", True), ("raw", False)):
+            entry[mode] = compare(Path(runs[old]["path"]), Path(runs[new]["path"]), speed)
+        if new == "planted":
+            for mode in ("corrected", "raw"):
+                flagged = entry[mode]["regressions"]
+                entry[mode]["planted_flagged"] = sum(_is_planted(c) for c in flagged)
+                entry[mode]["others_flagged"] = sum(not _is_planted(c) for c in flagged)
+            entry["planted_cases"] = sum(_is_planted(c) for c in entry["raw"]["ratios"])
+        comparisons.append(entry)
+        print(f"{what:34s} {old:>8s} -> {new:<8s} corrected: exit {entry['corrected']['exit_code']}, "
+              f"{len(entry['corrected']['regressions'])} slower, machine "
+              f"{entry['corrected']['machine_speed'] or float('nan'):.2f}x | raw: exit {entry['raw']['exit_code']}, "
+              f"{len(entry['raw']['regressions'])} slower")
+    out = write_json(args.out, {"suite": args.suite, "planted": PLANTED_CASES, "runs": runs,
+                                "comparisons": comparisons})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
