@@ -227,8 +227,34 @@ def test_max_nnz_fails_trials_whose_gate_keeps_too_many_experts(fake, tmp_path):
     for gate, g in result["gates"].items():
         assert g["trials"] == 2 and g["failed_trials"] == 2 and g["best"] is None, gate
     assert "nnz > 1.5" in result["objective"]
+    assert all(g["infeasible_trials"] == 2 for g in result["gates"].values())
     with pytest.raises(ValueError, match="max_nnz"):
         _config(max_nnz=0)
+
+
+def test_the_sparsity_limit_reaches_optuna_as_a_constraint_not_a_failure(monkeypatch):
+    import optuna
+
+    assert study_mod.nnz_violation([{"nnz": 2.0}, {"nnz": 5.0}], 4.5) == pytest.approx(0.5)
+    assert study_mod.nnz_violation([{"nnz": 2.0}], None) is None
+    studies = []
+    real = optuna.create_study
+
+    def keep(*args, **kwargs):
+        studies.append(real(*args, **kwargs))
+        return studies[-1]
+
+    monkeypatch.setattr(optuna, "create_study", keep)
+    config = _config(max_nnz=4.5, tune_seeds=(0,))
+    space = search_space("softmax")
+    history = [study_mod.TrialRecord(i, {"lr": lr}, {0: {"split": "tune", "status": status, "val_mse": 0.1,
+                                                         "nnz": nnz}})
+               for i, (lr, nnz, status) in enumerate([(0.01, 6.0, "ok"), (0.02, 4.0, "ok"), (0.03, 4.0, "failed")])]
+    study_mod.suggest(config, space, history, 3)
+    told = studies[-1].get_trials(deepcopy=False)
+    assert [t.state.name for t in told[:3]] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert told[0].constraints == {"max_nnz": 1.5} and told[1].constraints == {"max_nnz": -0.5}
+    assert told[0].value == pytest.approx(0.1)
 
 
 def test_rows_are_recovery_rows_with_the_study_columns(fake, tmp_path):

@@ -36,7 +36,7 @@ from .space import SearchSpace, search_space
 from .trial import STUDY_KEYS, TuningExecutor, task_params
 
 __all__ = ["SAMPLERS", "HELDOUT_START", "TuningConfig", "TrialRecord", "default_gates", "trial_records",
-           "trial_value", "suggest", "best_trial", "check_budgets", "check_seeds", "run_tuning", "collect",
+           "trial_value", "nnz_violation", "suggest", "best_trial", "check_budgets", "check_seeds", "run_tuning", "collect",
            "results_path"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
@@ -62,7 +62,8 @@ class TuningConfig:
     ``baseline`` is added when missing), one ``framework``, ``trials`` per gate, ``tune_seeds`` and
     ``heldout_seeds`` (disjoint), the ``sampler`` (``tpe`` or ``random``) and its ``seed``, and a ``name``
     (the ``study`` column and the results file's name). ``max_nnz``: a trial whose gate keeps more experts than
-    this on average (validation-time selection, no support needed) counts as failed; None: no such constraint."""
+    this on average on a tuning seed (validation-time selection, no support needed) is infeasible: never the best,
+    and told to Optuna as a violated constraint (``nnz_violation``); None: no such constraint."""
 
     problem: RecoveryProblem = field(default_factory=RecoveryProblem)
     gates: tuple[str, ...] = ()
@@ -177,6 +178,16 @@ def trial_records(rows: Sequence[Mapping[str, Any]], config: TuningConfig, space
     return out
 
 
+def nnz_violation(rows: Sequence[Mapping[str, Any]], max_nnz: float | None) -> float | None:
+    """How far a trial's gate is over the sparsity limit: the largest ``nnz - max_nnz`` over its tuning rows
+    (``<= 0``: within it, on every tuning seed); ``None`` without a limit or without ``nnz`` values. Optuna's
+    constrained TPE reads it (``constraints``), so that trials move towards configurations that become sparse."""
+    if max_nnz is None:
+        return None
+    values = [float(row["nnz"]) for row in rows if row.get("nnz") is not None and math.isfinite(float(row["nnz"]))]
+    return max(values) - float(max_nnz) if values else None
+
+
 def trial_value(rows: Sequence[Mapping[str, Any]], max_nnz: float | None = None) -> float | None:
     """The objective of a trial from its tuning rows: the mean validation MSE over the tuning seeds, ``None``
     (a failed trial) if a run failed or diverged or, with ``max_nnz``, if its gate kept more experts than that on
@@ -215,10 +226,15 @@ def suggest(config: TuningConfig, space: SearchSpace, history: Sequence[TrialRec
     study = optuna.create_study(direction="minimize", sampler=_sampler(config, space.gate, number))
     distributions = space.distributions()
     for record in history:
-        value = trial_value([record.rows[s] for s in config.tune_seeds], config.max_nnz)
-        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
-        study.add_trial(optuna.trial.create_trial(state=state, value=value, params=record.params,
-                                                  distributions=distributions))
+        rows = [record.rows[s] for s in config.tune_seeds]
+        value, over = trial_value(rows), nnz_violation(rows, config.max_nnz)
+        if value is None or (config.max_nnz is not None and over is None):
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=record.params,
+                                                      distributions=distributions))
+            continue
+        constraints = None if over is None else {"max_nnz": over}
+        study.add_trial(optuna.trial.create_trial(value=value, params=record.params, distributions=distributions,
+                                                  constraints=constraints))
     return space.check(study.ask(distributions).params)
 
 
@@ -328,6 +344,8 @@ def _gate_result(config: TuningConfig, rows: Sequence[Mapping[str, Any]], space:
     out: dict[str, Any] = {
         "space": space.describe(), "tuned": list(space.knobs), "unavailable": list(space.unavailable),
         "trials": len(records), "failed_trials": sum(v is None for v in values.values()),
+        "infeasible_trials": sum(trial_value([r.rows[s] for s in config.tune_seeds]) is not None
+                                 and values[n] is None for n, r in records.items()),
         "trial_values": [values[n] for n in sorted(values)], "best": None, "runs": [],
     }
     if best is None:
