@@ -1,7 +1,7 @@
 """The tuned verdict: every gate tuned with the same budget on each named recovery problem, judged on held-out seeds.
 
     python -m scripts.tuned_verdict --out docs/results/tuned_verdict.json [--work docs/results/tuned_verdict] \
-        [--frameworks torch tf] [--problems default hard ...] [--trials 10] [--tune-seeds 2] [--heldout-seeds 10]
+        [--frameworks torch tf] [--problems default hard ...] [--trials 20] [--tune-seeds 3] [--heldout-seeds 10]
 
 One ``harness.tuning`` study per (problem, framework): the problems of ``suites/recovery_problems.toml`` (their
 knobs; the rest at ``RecoveryProblem``'s defaults), the gates ``--gates`` (default: the four of the DSelect-k paper's
@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--frameworks", nargs="+", default=["torch", "tf"])
     p.add_argument("--problems", nargs="+", default=None, help="default: every problem of the suite")
     p.add_argument("--gates", nargs="+", default=list(GATES))
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--tune-seeds", type=int, default=2)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--tune-seeds", type=int, default=3)
     p.add_argument("--heldout-seeds", type=int, default=10)
     args = p.parse_args(argv)
     quiet_frameworks()
