@@ -146,11 +146,13 @@ def _print(result: dict[str, Any]) -> None:
     base = result["baseline"]
     tuned = Table(title=f"best of {result['trials']} trials per gate ({result['sampler']}, seed {result['seed']}): "
                         f"{result['objective']}; tuning seeds {result['tune_seeds']}")
-    for column in ("gate", "trials (failed)", "best trial", "val MSE", "best parameters", "search space"):
+    for column in ("gate", "trials (failed; infeasible)", "best trial", "val MSE", "best parameters",
+                   "search space"):
         tuned.add_column(column)
     for gate, g in result["gates"].items():
         best = g["best"] or {}
-        tuned.add_row(gate, f"{g['trials']} ({g['failed_trials']})", str(best.get("trial", "-")),
+        tuned.add_row(gate, f"{g['trials']} ({g['failed_trials']}; {g.get('infeasible_trials', 0)})",
+                      str(best.get("trial", "-")),
                       f"{best['val_mse']:.4g}" if best else "-", _params(best.get("params", {})), g["space"])
     console.print(tuned)
     seeds = result["heldout_seeds"]
