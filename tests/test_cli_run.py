@@ -156,3 +156,24 @@ def test_python_m_gatebench_without_typer_runs_plain(gt, tmp_path):
     assert "[ok] batch=None,device=cpu,dtype=float32,experts=4,framework=torch," in done.stdout
     assert " ms iqr " in done.stdout
     assert "1 run (1 ok, 0 failed, 0 skipped), 0 already done" in done.stdout
+
+
+def test_run_times_cases_with_no_other_python_thread_in_the_process(gt, tmp_path, monkeypatch):
+    # A second Python thread (a progress bar's auto-refresh) takes the GIL while a case is timed; on a busy
+    # machine it is preempted holding it and the timing thread waits. The bar must redraw between rows only.
+    import threading
+
+    from harness import tasks as tasks_module
+
+    seen: list[list[str]] = []
+    real = tasks_module.time_fn
+
+    def spy(fn, **kwargs):
+        seen.append([t.name for t in threading.enumerate() if t is not threading.current_thread()])
+        return real(fn, **kwargs)
+
+    monkeypatch.setattr(tasks_module, "time_fn", spy)
+    result = CliRunner().invoke(_app(), ["run", "smoke", "--out", str(tmp_path), "--gate", "topk", "--framework",
+                                         "torch", "--mode", "fwd", "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen and all(names == [] for names in seen), seen

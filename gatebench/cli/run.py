@@ -195,18 +195,22 @@ def _run_with_progress(console, loaded, out: Path, options: dict, executor, **mo
     from harness.runner import run_suite
 
     # One step per row: a timing group's rows come back together, each advances the bar (and the ETA) by one.
+    # No auto-refresh: rich would redraw from a thread of this process, running Python (holding the GIL) ten times
+    # a second while a case is timed here. The bar is redrawn after each row instead, so nothing else of this
+    # process runs while a case is timed. (Its effect on the medians was within the noise when measured:
+    # scripts/refresh_interference; under load the wall clock itself is what moves.)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
-                  transient=False) as progress:
+                  transient=False, auto_refresh=False) as progress:
         bar = progress.add_task(loaded.name, total=None, last="")
 
         def on_plan(tasks: list[Any], resumed: int) -> None:
-            progress.update(bar, total=len(tasks))
+            progress.update(bar, total=len(tasks), refresh=True)
             if resumed:
                 console.print(f"resume: {resumed} case(s) already done, {len(tasks)} to run")
 
         def on_row(row: dict[str, Any]) -> None:
-            progress.update(bar, advance=1, last=f"{row['status']}: {_short(row)}")
+            progress.update(bar, advance=1, last=f"{row['status']}: {_short(row)}", refresh=True)
             if row["status"] == "failed":
                 progress.console.print(f"[red]failed[/red] {row['case_id']}: {row.get('error')}")
 
