@@ -118,6 +118,8 @@ TIMING = RowKind(
         Column("probe_ms", "object", "ms", "the machine-speed probe's time in each round of the case's group, "
                                            "by round index (harness.probe; CPU cases)"),
         Column("probe_version", "Int64", doc="version of the probe's fixed workload (harness.probe)"),
+        Column("clock", "string", doc="what the samples were read with: wall (perf_counter), cpu (the timing "
+                                      "thread's CPU time) or events (device events)"),
     ),
     complete=True,
 )

@@ -67,6 +67,9 @@ __all__ = [
 KINDS: tuple[str, ...] = ("timing", "recovery", "prediction")
 TUNING_KIND = "tuning"  # read by harness.tuning.suite (gatebench tune --suite), not by load_suite
 STOP_RULES: tuple[str, ...] = ("fixed", "adaptive")
+# What a CPU case's samples are read with: "wall" (perf_counter), "cpu" (the timing thread's CPU time,
+# thread_time: a preempted call does not count the time it waited for a core) or "auto" (cpu with one thread).
+CLOCKS: tuple[str, ...] = ("auto", "wall", "cpu")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -95,6 +98,7 @@ class TimingSettings(Mapping[str, Any]):
     max_rounds: int = 40  # adaptive: at most this many rounds
     max_seconds: float = 120.0  # adaptive: at most this long per group of cases
     case_timeout_s: float | None = None  # --isolate: a case's worker is killed after this long (None: no limit)
+    clock: str = "auto"  # CPU cases: "wall", "cpu" (thread CPU time; needs threads = 1) or "auto" (cpu at 1 thread)
 
     def __post_init__(self) -> None:
         for name in ("warmup_ms", "rep_ms"):
@@ -130,6 +134,20 @@ class TimingSettings(Mapping[str, Any]):
             object.__setattr__(self, name, float(value))
         if self.stop not in STOP_RULES:
             raise ValueError(f"stop: expected one of {', '.join(STOP_RULES)}; got {self.stop!r}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock: expected one of {', '.join(CLOCKS)}; got {self.clock!r}")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ValueError(f"clock: 'cpu' reads the timing thread's CPU time and would miss the work of the other "
+                             f"intra-op threads; expected threads = 1 with it; got threads = {self.threads}")
+
+    def host_clock(self, device: str) -> str:
+        """The clock a case on ``device`` is read with on the host: ``"cpu"`` or ``"wall"`` (``auto``: cpu for a
+        CPU case at one thread; a GPU case is always wall, around its synchronisation, or device events)."""
+        if device != "cpu":
+            return "wall"
+        if self.clock == "auto":
+            return "cpu" if self.threads == 1 else "wall"
+        return self.clock
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str | None = None) -> TimingSettings:

@@ -215,7 +215,8 @@ def _time_round(item: _Prepared, settings: TimingSettings, rounds: int, index: i
     workload = item.workload
     timing = time_fn(workload.fn, sync=workload.sync, setup=workload.setup, flush=workload.flush,
                      event_factory=workload.event_factory,
-                     compile_ms=workload.compile_ms if item.first is None else None, **budget)
+                     compile_ms=workload.compile_ms if item.first is None else None,
+                     clock=settings.host_clock(item.task.params.get("device")), **budget)
     item.first = item.first or timing
     item.samples.extend(timing.samples_ms)
     item.sample_rounds.extend([index] * len(timing.samples_ms))
@@ -229,7 +230,8 @@ def _finish(item: _Prepared, settings: TimingSettings, shared: Mapping[str, Any]
                     estimate_ms=first.estimate_ms)
     case = cases.Case.from_params(item.task.params)
     values = {**item.values, **_timer_columns(timing), **shared, "sample_rounds": item.sample_rounds,
-              "threads": machine.threads_in_use(case.framework)["intra_op"]}
+              "threads": machine.threads_in_use(case.framework)["intra_op"],
+              "clock": "events" if item.workload.event_factory is not None else settings.host_clock(case.device)}
     values["peak_mem_bytes"] = item.workload.memory() if settings.memory else None
     return _timing_row(item.task, "ok", None, item.provenance, **values)
 
@@ -245,7 +247,8 @@ def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[s
     rounds = settings.max_rounds if stop else settings.rounds
     start = time.perf_counter()
     for index, order in enumerate(schedule(list(by_id), rounds, settings.round_seed)):
-        points = [time_probe()] if probe is not None else []
+        clock = settings.host_clock("cpu")
+        points = [time_probe(clock=clock)] if probe is not None else []
         for cid in order:
             if cid in failed:
                 continue
@@ -254,7 +257,7 @@ def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[s
             except Exception as exc:  # noqa: BLE001
                 failed[cid] = _failed_row(by_id[cid].task, exc, by_id[cid].provenance)
             if probe is not None:
-                points.append(time_probe())
+                points.append(time_probe(clock=clock))
         if probe is not None:
             probe.append(float(statistics.median(points)))
         live = [item for item in items if item.task.case_id not in failed]

@@ -8,7 +8,9 @@ No framework is imported here. A framework adapter supplies what is device speci
 * ``event_factory()``: for GPUs, a pair of device events ``(start, end)`` with ``record()`` and
   ``start.elapsed_time(end) -> ms`` (``torch.cuda.Event(enable_timing=True)``). With events, each sample is the
   device time between the two events, and the host only synchronises once at the end of the repetitions.
-  Without events, each sample is host wall time ``perf_counter_ns`` around ``fn()`` and a ``sync()``.
+  Without events, each sample is host wall time ``perf_counter_ns`` around ``fn()`` and a ``sync()``, or with
+  ``clock="cpu"`` the calling thread's CPU time ``thread_time_ns`` (a call preempted by other work on a busy
+  machine does not count the time it waited; every op must run on the calling thread: one intra-op thread).
 * ``setup()``: run before each repetition, outside the timed region (reset gradients for backward timing).
 * ``flush()``: run before each repetition, outside the timed region (write a buffer larger than the L2 cache on
   a GPU, so each repetition starts cold as in ``do_bench``).
@@ -160,11 +162,15 @@ def _sample_events(fn: Callable[[], Any], prepared: Callable[[], None], sync: Ca
     return [float(start.elapsed_time(end)) for start, end in pairs]
 
 
+HOST_CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
+
+
 def _sample_host(fn: Callable[[], Any], prepared: Callable[[], None], sync: Callable[[], None] | None,
-                 reps: int) -> list[float]:
-    """Host time ``perf_counter_ns`` around each call (and its ``sync()`` before and after, when there is one)."""
+                 reps: int, clock_name: str = "wall") -> list[float]:
+    """Host time around each call (and its ``sync()`` before and after, when there is one): ``perf_counter_ns``
+    (``"wall"``) or the calling thread's CPU time ``thread_time_ns`` (``"cpu"``)."""
     samples: list[float] = []
-    clock = time.perf_counter_ns
+    clock = HOST_CLOCKS[clock_name]
     if sync is None:
         for _ in range(reps):
             prepared()
@@ -194,6 +200,7 @@ def time_fn(
     flush: Callable[[], None] | None = None,
     event_factory: Callable[[], tuple[Any, Any]] | None = None,
     compile_ms: float | None = None,
+    clock: str = "wall",
 ) -> Timing:
     """Time ``fn()``: warm up for about ``warmup_ms``, then repeat it for about ``rep_ms``, one sample per call.
 
@@ -201,9 +208,12 @@ def time_fn(
     of five synchronised calls (run after ``setup``), like ``do_bench``; ``max(1, warmup_ms / estimate)`` warm-up
     calls precede them. ``setup`` and ``flush`` run before every call (warm-up and timed), outside the timed
     region. Returns every sample, the warm-up count and the estimate; see the module docstring for ``sync`` and
-    ``event_factory``.
+    ``event_factory``. ``clock``: what host samples are read with, ``"wall"`` or ``"cpu"`` (the calling thread's
+    CPU time: time spent waiting for a core does not count; the budgets stay wall time).
     """
     _check_budgets(warmup_ms, rep_ms, min_reps, max_reps)
+    if clock not in HOST_CLOCKS:
+        raise ValueError(f"clock: expected one of {', '.join(HOST_CLOCKS)}; got {clock!r}")
     prepared = _preparation(setup, flush)
     estimate = _first_estimate(fn, prepared, sync)
     n_warmup = max(1, int(warmup_ms / estimate))
@@ -212,6 +222,6 @@ def time_fn(
     if event_factory is not None:
         samples = _sample_events(fn, prepared, sync, event_factory, n_reps)
     else:
-        samples = _sample_host(fn, prepared, sync, n_reps)
+        samples = _sample_host(fn, prepared, sync, n_reps, clock)
     return Timing(tuple(samples), warmup_reps=n_warmup, compile_ms=compile_ms, meta={"estimate_ms": estimate},
                   estimate_ms=estimate)

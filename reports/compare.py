@@ -24,7 +24,8 @@ Rows without a probe (older files, GPU rows, pytest-benchmark) are compared raw.
 ``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
 (``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores) is ``not judged
 (noisy)`` (mark ``~``) and does not fail, unless its interval lies wholly above the factor (a 3x slowdown is
-not noise). Rows measured with different ``threads`` or on different devices are never compared: they are
+not noise). Rows measured with different ``threads``, on different devices or read with different clocks
+(``clock``: a CPU row without one was read with the wall clock) are never compared: they are
 ``not comparable (threads 1 vs 2)`` (mark ``#``).
 
 **Exit code** (``Comparison.exit_code``): 0 no regression; 1 a regression, or a case that OLD had ``ok`` with a
@@ -56,10 +57,10 @@ from .comparison import (
     SLOWER,
     UNKNOWN,
     Pairing,
+    Sample,
     finite,
     judge,
     mann_whitney,
-    Sample,
     no_test,
     probe_of,
     round_medians,
@@ -112,7 +113,7 @@ _SYMBOL = {
 # Provenance keys expected to differ between two runs.
 _PROVENANCE_IGNORED = frozenset({"commit", "time"})
 # Row columns that must agree for two rows to be compared, and are shown with the provenance.
-_MEASURED_WITH = ("threads", "device")
+_MEASURED_WITH = ("threads", "device", "clock")
 
 
 @dataclass
@@ -171,7 +172,8 @@ class Comparison:
 
 _COLUMNS = (
     "mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "method",
-    "raw_ratio", "speed", "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed", "case_id",
+    "raw_ratio", "speed", "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed",
+    "case_id",
 )
 
 
@@ -198,10 +200,19 @@ def _known(value: Any) -> Any:
     return value
 
 
+def _measured_with(row: Mapping[str, Any], col: str) -> Any:
+    """The row's ``col``; a CPU row from before the ``clock`` column was read with the wall clock."""
+    value = _known(row.get(col))
+    if value is None and col == "clock" and row.get("device") == "cpu":
+        return "wall"
+    return value
+
+
 def incomparable(before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
-    """``"threads 1 vs 2"`` (or ``"device cpu vs gpu"``) when both rows record the column and it differs."""
+    """``"threads 1 vs 2"`` (or ``"device cpu vs gpu"``, ``"clock wall vs cpu"``) when both rows record the column
+    and it differs (a CPU row without ``clock`` was read with the wall clock)."""
     for col in _MEASURED_WITH:
-        old, new = _known(before.get(col)), _known(after.get(col))
+        old, new = _measured_with(before, col), _measured_with(after, col)
         if old is not None and new is not None and old != new:
             return f"{col} {old} vs {new}"
     return None

@@ -16,7 +16,7 @@ Writes JSON (``--out``): per comparison its exit code, the regressions' case ids
 (NEW's probe over OLD's), the raw and corrected ratios of every case; the runs' machine state; provenance.
 
     .venv/bin/python -m scripts.compare_backtoback --out docs/results/compare_backtoback/summary.json \
-        [--suite suites/smoke.toml] [--quiet 3] [--loaded 2] [--work results/compare_backtoback]
+        [--suite suites/smoke.toml] [--quiet 3] [--loaded 2] [--work results/compare_backtoback] [--clock wall]
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ _IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "docs", ".asv", "__
                                  ".pytest_cache", ".benchmarks")
 
 
-def run_once(tree: Path, suite: str, path: Path, timeout: float) -> dict[str, Any]:
-    """One ``python -m gatebench run SUITE --out PATH --fresh`` from source tree ``tree``."""
+def run_once(tree: Path, suite: str, path: Path, timeout: float, clock: str | None = None) -> dict[str, Any]:
+    """One ``python -m gatebench run SUITE --out PATH --fresh [--clock CLOCK]`` from source tree ``tree``."""
     command = [sys.executable, "-m", "gatebench", "run", suite, "--out", str(path), "--fresh"]
+    command += ["--clock", clock] if clock else []
     env = {**os.environ, "PYTHONPATH": str(tree)}
     before, start = machine_state(), time.monotonic()
     rc = subprocess.run(command, cwd=tree, env=env, timeout=timeout, check=False,
@@ -122,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loaded", type=int, default=2)
     p.add_argument("--work", type=Path, default=ROOT / "results/compare_backtoback")
     p.add_argument("--run-timeout", type=float, default=1800.0)
+    p.add_argument("--clock", default=None, choices=["auto", "wall", "cpu"], help="pass --clock to gatebench run")
     args = p.parse_args(argv)
     if args.quiet < 1 or args.loaded < 0:
         p.error("--quiet: expected >= 1 and --loaded >= 0")
@@ -130,15 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     for i in range(args.quiet):
-        runs[f"quiet{i + 1}"] = run_once(ROOT, args.suite, work / f"quiet{i + 1}.jsonl", args.run_timeout)
+        runs[f"quiet{i + 1}"] = run_once(ROOT, args.suite, work / f"quiet{i + 1}.jsonl", args.run_timeout,
+                                         args.clock)
     if args.loaded:
         with burners(usable_cores(), 60.0 * 30) as procs:
             for i in range(args.loaded):
                 label = f"loaded{i + 1}"
-                runs[label] = run_once(ROOT, args.suite, work / f"{label}.jsonl", args.run_timeout)
+                runs[label] = run_once(ROOT, args.suite, work / f"{label}.jsonl", args.run_timeout, args.clock)
                 runs[label]["burners_running_after"] = sum(proc.poll() is None for proc in procs)
     with tempfile.TemporaryDirectory() as tmp:
-        runs["planted"] = run_once(planted_tree(Path(tmp)), args.suite, work / "planted.jsonl", args.run_timeout)
+        runs["planted"] = run_once(planted_tree(Path(tmp)), args.suite, work / "planted.jsonl", args.run_timeout,
+                                   args.clock)
     comparisons = []
     for what, old, new in pairs(runs, args.quiet, args.loaded):
         entry: dict[str, Any] = {"what": what, "old": old, "new": new}
@@ -155,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(entry['corrected']['regressions'])} slower, machine "
               f"{entry['corrected']['machine_speed'] or float('nan'):.2f}x | raw: exit {entry['raw']['exit_code']}, "
               f"{len(entry['raw']['regressions'])} slower")
-    out = write_json(args.out, {"suite": args.suite, "planted": PLANTED_CASES, "runs": runs,
+    out = write_json(args.out, {"suite": args.suite, "clock": args.clock, "planted": PLANTED_CASES, "runs": runs,
                                 "comparisons": comparisons})
     print(f"wrote {out}")
     return 0

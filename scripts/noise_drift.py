@@ -15,7 +15,8 @@ Writes JSON (``--out``): the ratios, drifts, the number of ratios whose drift ov
 ``DRIFT_LIMIT``, the worst drift, the compare exit codes and provenance (commit, time, machine, load before and
 after every run). It takes several minutes and loads every core: run it on a machine with nothing else to do.
 
-    .venv/bin/python -m scripts.noise_drift [--suite suites/noise_drift.toml] [--threads 1] [--burn-seconds 900]
+    .venv/bin/python -m scripts.noise_drift [--suite suites/noise_drift.toml] [--threads 1] [--clock auto|wall|cpu]
+        [--burn-seconds 900]
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="folder for the four runs' results files (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="pass --threads N to gatebench run (only when given)")
+    parser.add_argument("--clock", default=None, choices=["auto", "wall", "cpu"],
+                        help="pass --clock to gatebench run (only when given)")
     parser.add_argument("--burn-seconds", type=float, default=900.0,
                         help="longest time a CPU burner runs (default: %(default)s)")
     parser.add_argument("--checkout", type=Path, default=None,
@@ -89,11 +92,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(_TREE) + (os.pathsep + path if path else "")}
 
 
-def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeout: float) -> dict[str, Any]:
+def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeout: float,
+             clock: str | None = None) -> dict[str, Any]:
     """One ``gatebench run`` into ``path``: exit code, seconds, machine state before and after."""
     command = [*cli, "run", suite, "--out", str(path), "--fresh"]
     if threads is not None:
         command += ["--threads", str(threads)]
+    if clock is not None:
+        command += ["--clock", clock]
     before, start = machine_state(), time.monotonic()
     try:
         rc = subprocess.run(command, cwd=_TREE, env=_env(), timeout=timeout, check=False,
@@ -212,10 +218,12 @@ def measure(args: argparse.Namespace, cli: list[str]) -> dict[str, dict[str, Any
     args.work.mkdir(parents=True, exist_ok=True)
     runs = {}
     for label in QUIET:
-        runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout)
+        runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout,
+                               args.clock)
     with burners(usable_cores(), args.burn_seconds) as procs:
         for label in LOADED:
-            runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout)
+            runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout,
+                                   args.clock)
             runs[label]["burners_running_after"] = sum(proc.poll() is None for proc in procs)
     return runs
 
@@ -242,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     table = drift_table({label: ratios(Path(run["path"])) for label, run in runs.items()})
     result = {
-        "suite": args.suite, "threads": args.threads, "source_tree_commit": _commit(_TREE),
+        "suite": args.suite, "threads": args.threads, "clock": args.clock, "source_tree_commit": _commit(_TREE),
         "burn_seconds": args.burn_seconds,
         "burners": usable_cores(), "cli": cli, "summary": summary(table), "compare_exit_codes": compare,
         "runs": runs, "ratios": table, "provenance": {**started, "finished": machine_state()},

@@ -177,3 +177,14 @@ def test_run_times_cases_with_no_other_python_thread_in_the_process(gt, tmp_path
                                          "torch", "--mode", "fwd", "--rounds", "2"])
     assert result.exit_code == 0, result.output
     assert seen and all(names == [] for names in seen), seen
+
+
+def test_run_records_the_clock_and_refuses_cpu_time_with_several_threads(gt, tmp_path):
+    bad = CliRunner().invoke(_app(), ["run", "smoke", "--out", str(tmp_path), "--clock", "cpu", "--threads", "2"])
+    assert bad.exit_code == 2 and "expected threads = 1 with it; got threads = 2" in " ".join(bad.output.split())
+    args = ["run", "smoke", "--gate", "topk", "--framework", "torch", "--mode", "fwd", "--rounds", "2"]
+    for clock in ("wall", "cpu"):
+        out = tmp_path / f"{clock}.jsonl"
+        result = CliRunner().invoke(_app(), [*args, "--out", str(out), "--clock", clock])
+        assert result.exit_code == 0, result.output
+        assert {r["clock"] for r in read_rows(out).rows} == {clock}

@@ -348,3 +348,14 @@ def test_a_whole_group_slowed_by_the_machine_passes_and_slower_code_still_fails(
     assert out.exit_code == 0, out.output
     assert "Machine speed: NEW's probe took 1.9" in out.output
     assert _run(app, old_path, new_path, "--no-speed-correction").exit_code == 1
+
+
+def test_rows_read_with_another_clock_are_not_comparable():
+    rng = np.random.default_rng(3)
+    rounds = _rounds_of(rng, 8, 5)
+    wall, cpu, old = _row("a", rounds, clock="wall"), _row("a", rounds, clock="cpu"), _row("a", rounds)
+    got = compare_frames(_frame([wall]), _frame([cpu])).table.iloc[0]
+    assert got["mark"] == MARK_INCOMPARABLE and got["change"] == "not comparable (clock wall vs cpu)"
+    # a CPU row from before the clock column was read with the wall clock
+    assert compare_frames(_frame([old]), _frame([cpu])).table.iloc[0]["mark"] == MARK_INCOMPARABLE
+    assert compare_frames(_frame([old]), _frame([wall])).table.iloc[0]["mark"] == MARK_SAME

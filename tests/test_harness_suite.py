@@ -177,3 +177,16 @@ def test_settings_are_typed_with_defaults_and_read_as_a_mapping():
     assert load_suite("recovery").settings is None
     with pytest.raises(ValueError, match="settings: unknown keys"):
         TimingSettings.from_json({"warmup": 1})
+
+
+def test_the_clock_setting_resolves_per_device_and_needs_one_thread_for_cpu_time():
+    from harness.suite import TimingSettings
+
+    assert TimingSettings().clock == "auto" and TimingSettings().host_clock("cpu") == "cpu"
+    assert TimingSettings(threads=2).host_clock("cpu") == "wall"
+    assert TimingSettings(clock="wall").host_clock("cpu") == "wall"
+    assert TimingSettings(clock="cpu").host_clock("gpu") == "wall"
+    with pytest.raises(ValueError, match="clock: 'cpu' reads the timing thread's CPU time .* got threads = 2"):
+        TimingSettings(clock="cpu", threads=2)
+    with pytest.raises(ValueError, match="clock: expected one of auto, wall, cpu; got 'tsc'"):
+        TimingSettings(clock="tsc")

@@ -1,6 +1,6 @@
-"""``--executor ray`` (``harness.ray_executor.RayExecutor``) on a local cluster bound to loopback (127.0.0.2), one cluster for
-every test here (a session fixture): the same rows as a serial run, rows naming their node, a task that kills its
-worker as a ``failed`` row, and a second driver joining a ``ray start --head`` cluster by address."""
+"""``--executor ray`` (``harness.ray_executor.RayExecutor``) on a local cluster bound to loopback (127.0.0.2), one
+cluster for every test here (a session fixture): the same rows as a serial run, rows naming their node, a task that
+kills its worker as a ``failed`` row, and a second driver joining a ``ray start --head`` cluster by address."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def test_cases_are_timed_in_the_recorded_shuffled_order_and_samples_keep_their_r
         assert row["rounds"] == 4 and row["round_seed"] == 7 and row["stop"] == "fixed"
         assert row["sample_rounds"] == [r for r in range(4) for _ in range(3)]
         assert len(row["samples_ms"]) == 12 and row["warmup_reps"] == 2
-        assert row["threads"] == 1 and row["usable_cores"] >= 1
+        assert row["threads"] == 1 and row["usable_cores"] >= 1 and row["clock"] == "cpu"  # auto, one thread
         assert row["load_before"] is None or row["load_before"] >= 0
 
 
@@ -128,7 +128,7 @@ def test_cpu_groups_record_the_machine_speed_probe_once_per_round(gt, monkeypatc
     from harness import probe
 
     points = itertools.count(1)
-    monkeypatch.setattr(tasks_module, "time_probe", lambda: float(next(points)))
+    monkeypatch.setattr(tasks_module, "time_probe", lambda clock: float(next(points)))
     monkeypatch.setattr(tasks_module, "time_fn", _FakeTimer(lambda fn, i: 0.1))
     rows = execute_group([_task(gate="topk"), _task(gate="softmax")])
     # per round: a point before the round and one after each of its 2 cases; the round's value is their median

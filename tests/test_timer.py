@@ -118,3 +118,23 @@ def test_warm_up_and_estimate_calls_are_counted_exactly():
     t = time_fn(lambda: calls.append(1), warmup_ms=0.0, rep_ms=0.0, min_reps=4, max_reps=4)
     # 1 untimed first call + 5 for the estimate + the warm-up calls + 4 timed
     assert len(calls) == 1 + 5 + t.warmup_reps + 4 and t.warmup_reps == 1
+
+
+def test_the_cpu_clock_reads_the_threads_cpu_time_not_the_wall():
+    # a call that sleeps 5 ms: 5 ms of wall time, next to no CPU time; a busy call: the same on both clocks
+    def nap():
+        time.sleep(0.005)
+
+    wall = time_fn(nap, warmup_ms=0, rep_ms=20, min_reps=3, max_reps=3)
+    cpu = time_fn(nap, warmup_ms=0, rep_ms=20, min_reps=3, max_reps=3, clock="cpu")
+    assert min(wall.samples_ms) >= 5.0 and max(cpu.samples_ms) < 1.0
+
+    def spin():
+        end = time.thread_time() + 0.002
+        while time.thread_time() < end:
+            pass
+
+    busy = time_fn(spin, warmup_ms=0, rep_ms=20, min_reps=3, max_reps=3, clock="cpu")
+    assert min(busy.samples_ms) >= 2.0
+    with pytest.raises(ValueError, match="clock: expected one of wall, cpu; got 'gpu'"):
+        time_fn(spin, clock="gpu")

@@ -42,6 +42,9 @@ _HELP = {
     "threads": "Intra-op threads per framework while timing (default: the suite's `threads`, 1).",
     "rounds": "Interleaved rounds: cases compared with each other are timed in turn this many times (default: the "
               "suite's `rounds`, 8).",
+    "clock": "What CPU samples are read with: wall, cpu (the timing thread's CPU time: a call preempted on a busy "
+             "machine does not count its wait; needs --threads 1) or auto (cpu at one thread, else wall; default: "
+             "the suite's `clock`, auto).",
     "stop": "fixed (the rounds above) or adaptive (more rounds until each ratio's CI is within the suite's "
             "ci_width).",
     "jobs": "Run this many recovery tasks at a time, each pinned to its share of the cores (timing cases always "
@@ -73,6 +76,7 @@ def run(
     threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
     rounds: Annotated[int | None, typer.Option(help=_HELP["rounds"])] = None,
     stop: Annotated[str | None, typer.Option(help=_HELP["stop"])] = None,
+    clock: Annotated[str | None, typer.Option(help=_HELP["clock"])] = None,
     jobs: Annotated[int, typer.Option(help=_HELP["jobs"])] = 1,
     executor: Annotated[str, typer.Option(help=_HELP["executor"])] = "local",
     address: Annotated[str | None, typer.Option(help=_HELP["address"])] = None,
@@ -86,7 +90,7 @@ def run(
     quiet_frameworks()
     console, err = _console(), error_console()
     _fail_on(err, contradictions(resume=resume, fresh=fresh, retry_skipped=retry_skipped))
-    loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop)
+    loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop, clock=clock)
     runner = _executor(err, isolate, case_timeout, loaded.settings, jobs=jobs, executor=executor, address=address)
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
@@ -94,7 +98,8 @@ def run(
     if not _select(console, err, loaded, filters, announce, dry_run):
         return
     options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
-               "threads": threads, "rounds": rounds, "stop": stop, "jobs": jobs if jobs != 1 else None,
+               "threads": threads, "rounds": rounds, "stop": stop, "clock": clock,
+               "jobs": jobs if jobs != 1 else None,
                "executor": executor if executor != "local" else None, "address": address, **filters}
     summary = _execute(console, err, loaded, (suite, out, options), AnnouncingExecutor(runner, announce),
                        resume=resume, fresh=fresh, retry_skipped=retry_skipped)

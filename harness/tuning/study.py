@@ -36,8 +36,8 @@ from .space import SearchSpace, search_space
 from .trial import STUDY_KEYS, TuningExecutor, task_params
 
 __all__ = ["SAMPLERS", "HELDOUT_START", "TuningConfig", "TrialRecord", "default_gates", "trial_records",
-           "trial_value", "nnz_violation", "suggest", "best_trial", "check_budgets", "check_seeds", "run_tuning", "collect",
-           "results_path"]
+           "trial_value", "nnz_violation", "suggest", "best_trial", "check_budgets", "check_seeds", "run_tuning",
+           "collect", "results_path"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
 # Held-out seeds start here by default, far from the tuning seeds (0, 1, ...) and the recovery suites' (0-9).
