@@ -15,11 +15,14 @@ Wilcoxon, Holm across the gates). Each study is its own results file under ``--w
 For comparison every gate is also run untuned (the problem's default configuration) on the same held-out seeds.
 Writes JSON (``--out``): per study the verdict (``harness.tuning.study.collect``), its wall time in this invocation
 (``wall_s``), from its first run's start to its last run's end over all invocations (``span_s``), the sum of its
-runs' training time (``train_ms``), and provenance. Prints the verdict table as Markdown.
+runs' training time (``train_ms``), and provenance. Prints the verdict table as Markdown. ``--merge A.json B.json``
+writes ``--out`` from earlier outputs (the frameworks run side by side, one process each: ``--frameworks torch``
+and ``--frameworks tf``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,7 +147,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--tune-seeds", type=int, default=3)
     p.add_argument("--heldout-seeds", type=int, default=10)
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="write --out from these earlier outputs (e.g. one per framework, run side by side): their "
+                        "studies in order; nothing runs")
     args = p.parse_args(argv)
+    if args.merge:
+        docs = [json.loads(path.read_text(encoding="utf-8")) for path in args.merge]
+        studies = [study for doc in docs for study in doc["studies"]]
+        write_json(args.out, {"protocol": docs[0]["protocol"], "studies": studies,
+                              "merged_from": [{"file": path.name, "provenance": doc.get("provenance")}
+                                              for path, doc in zip(args.merge, docs, strict=True)]})
+        print(table(studies))
+        return
     quiet_frameworks()
     problems = named_problems()
     unknown = sorted(set(args.problems or ()) - set(problems))
