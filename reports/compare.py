@@ -12,12 +12,14 @@ both sides timed (``reports.comparison.round_medians``):
 - fewer than ``MIN_UNITS`` (3) rounds or samples on a side: no interval; the ratio alone decides against the
   factor, and the ``method`` column says so ("judged on the ratio: too few rounds").
 
-**Speed correction** (``speed=True``, the default): CPU rows record ``probe_ms``, the machine-speed probe
+**Speed correction** (``speed=True``; off by default, because it did not help in measurement: see
+docs/performance.md): CPU rows record ``probe_ms``, the machine-speed probe
 (``harness.probe``) timed in every round of their group. Between two runs a slow spell of a shared machine can
 slow a whole group (every case of it, so the rounds within the run do not see it); the probe, timed in the same
 rounds, slows too. When both rows have a probe of the same ``probe_version``, every sample is divided by its
 round's probe before the statistic (``speed_pair``): the ratio is then in units of the machine's speed, ``method``
-ends in ", speed-corrected", ``raw_ratio`` keeps the uncorrected ratio and ``speed`` NEW's median probe over OLD's.
+ends in ", speed-corrected" and ``raw_ratio`` keeps the uncorrected ratio. Corrected or not, ``speed`` is NEW's
+median probe over OLD's (the ``machine`` column).
 Rows without a probe (older files, GPU rows, pytest-benchmark) are compared raw.
 
 **Regression** (mark ``+``) when ``ratio > factor`` and the interval's low end is above 1 (with no interval:
@@ -139,9 +141,9 @@ class Comparison:
         return self.table[self.table["missing"].astype(bool)]
 
     @property
-    def speed(self) -> float:
-        """The median over speed-corrected cases of NEW's probe time over OLD's (NaN when none was corrected):
-        above 1, NEW's machine was slower."""
+    def probe_ratio(self) -> float:
+        """The median over the cases both sides probed of NEW's probe time over OLD's (NaN when none): above 1,
+        NEW's machine was slower."""
         values = self.table["speed"].astype(float)
         values = values[np.isfinite(values)]
         return float(np.median(values)) if values.size else math.nan
@@ -261,14 +263,15 @@ def speed_pair(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Sam
     return case, base, speed
 
 
-def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, speed: bool = True,
+def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, speed: bool = False,
             **how) -> dict:
     """The timing columns of a case both sides timed (see the module docstring)."""
     case, base = sample_of(after), sample_of(before)
     raw = _raw_ratio(case, base)
-    corrected = speed_pair(before, after) if speed else None
+    pair = speed_pair(before, after)
+    corrected = pair if speed else None
     if corrected is not None:
-        case, base, machine = corrected
+        case, base = corrected[0], corrected[1]
     flags = sorted(set(noise_flags(before)) | set(noise_flags(after)))
     got = judge(case, base, factor=factor, statistic=round_medians, test=no_test, flags=flags, overrule=factor,
                 **how)
@@ -279,7 +282,7 @@ def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: floa
     return dict(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=p, tested=tested,
                 method=got.method + (SPEED_CORRECTED if corrected is not None else ""), flags=", ".join(flags),
                 mark=mark, change=got.mark if mark == MARK_NOT_JUDGED else _LABELS[mark], raw_ratio=raw,
-                speed=machine if corrected is not None else math.nan)
+                speed=pair[2] if pair is not None else math.nan)
 
 
 def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:
@@ -310,10 +313,11 @@ def compare_frames(
     alpha: float = DEFAULT_ALPHA,
     n_boot: int = 2000,
     seed: int = 0,
-    speed: bool = True,
+    speed: bool = False,
 ) -> Comparison:
     """Compare the timing rows of ``new`` against ``old`` (see the module docstring); the intervals are at the
-    ``1 - alpha`` level. ``speed``: judge speed-corrected timings where both rows have a probe (else raw)."""
+    ``1 - alpha`` level. ``speed``: judge speed-corrected timings where both rows have a probe (else raw; off by
+    default: see the module docstring)."""
     if not (isinstance(factor, (int, float)) and np.isfinite(factor) and factor >= 1.0):
         raise ValueError(f"factor: expected a number >= 1 (e.g. 1.3 for 30%); got {factor!r}")
     if not 0.0 < alpha < 1.0:

@@ -85,9 +85,9 @@ _COMPARE_HELP = "\n\n".join([
     "samples), with a bootstrap interval resampling each side's rounds. Slower when ratio > FACTOR and the "
     "interval's low end > 1; with fewer than 3 rounds (or samples) a side, the ratio alone decides. A case with a "
     "noisy side is 'not judged (noisy)' and does not fail unless its interval lies wholly above FACTOR.",
-    "CPU rows record a machine-speed probe timed in every round: each round's timings are divided by it before "
-    "the ratio is taken (a slow spell of the machine slows the probe too; slower code does not). The 'raw' column "
-    "is the uncorrected ratio, 'machine' NEW's probe over OLD's; --no-speed-correction judges the raw timings.",
+    "CPU rows record a machine-speed probe timed in every round; 'machine' is NEW's probe time over OLD's. With "
+    "--speed-correction each round's timings are divided by it before the ratio is taken ('raw' keeps the "
+    "uncorrected ratio).",
     "Exit 0: no regression.",
     "Exit 1: a regression, or a case OLD had ok with a timing is, in NEW, gone, skipped, failed, ok without "
     "timing or not comparable (other threads or device); with --allow-missing these are listed and exit 0.",
@@ -113,8 +113,9 @@ def compare(
     speed_correction: Annotated[
         bool, typer.Option("--speed-correction/--no-speed-correction",
                            help="Divide each round's CPU timings by that round's machine-speed probe before "
-                                "comparing (rows without a probe are compared raw).")
-    ] = True,
+                                "comparing (rows without a probe are compared raw). Off by default: measured, it "
+                                "did not remove the false regressions it was built for (docs/performance.md).")
+    ] = False,
 ) -> None:
     from rich.console import Console
 
@@ -134,9 +135,11 @@ def compare(
         console.print("[yellow]warning: the runs differ in provenance (commit and time aside):[/yellow]")
         console.print(_provenance_table(result.provenance))
     console.print(_results_table(result, only_changed))
-    if result.speed == result.speed:
-        console.print(f"Machine speed: NEW's probe took {result.speed:.2f}x OLD's (median over the cases); CPU "
-                      "timings are judged speed-corrected (--no-speed-correction: raw).")
+    speed = result.probe_ratio
+    if speed == speed:
+        how = ("CPU timings are judged speed-corrected" if speed_correction else
+               "timings are judged raw (--speed-correction divides the probe out)")
+        console.print(f"Machine speed: NEW's probe took {speed:.2f}x OLD's (median over the cases); {how}.")
     code = result.exit_code(allow_missing=allow_missing)
     console.print(_verdict_line(result, code, allow_missing))
     if code:
