@@ -51,7 +51,9 @@ def sigmoid_topk_weights(logits: np.ndarray, k: int, bias: np.ndarray | None = N
     logits = np.asarray(logits, dtype=np.float64)
     spec.check_min_rank("logits", logits.shape, 1, "(..., n)")
     scores = 1.0 / (1.0 + np.exp(-logits))
-    choice = scores if bias is None else scores + np.asarray(bias, dtype=np.float64)
+    # without a bias the k largest scores are the k largest logits (sigmoid is increasing); selecting on the logits
+    # keeps exact ties exact (TensorFlow's vectorised sigmoid can round equal inputs apart by their position)
+    choice = logits if bias is None else scores + np.asarray(bias, dtype=np.float64)
     q = np.where(topk_mask(choice, k), scores, 0.0)
     return q / q.sum(axis=-1, keepdims=True) if normalize else q
 

@@ -100,7 +100,9 @@ def sigmoid_topk_weights(logits: tf.Tensor, k: int, bias: tf.Tensor | None = Non
     _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     scores = tf.sigmoid(logits)
-    choice = tf.stop_gradient(scores if bias is None else scores + tf.cast(bias, scores.dtype))
+    # no bias: select on the logits (the same k as on the scores; tf.sigmoid can round equal inputs apart by their
+    # position in the tensor, which would break a tie that the logits keep exact)
+    choice = tf.stop_gradient(logits if bias is None else scores + tf.cast(bias, scores.dtype))
     q = tf.where(_topk_mask(choice, k), scores, tf.zeros_like(scores))
     if normalize:
         q = q / tf.reduce_sum(q, axis=-1, keepdims=True)

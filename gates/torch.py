@@ -93,7 +93,8 @@ def sigmoid_topk_weights(logits: torch.Tensor, k: int, bias: torch.Tensor | None
     _check_input("logits", logits, 1, "(..., n)")
     k = spec.check_k(k, logits.shape[-1])
     scores = torch.sigmoid(logits)
-    choice = scores.detach() if bias is None else scores.detach() + bias.detach()
+    # no bias: select on the logits (the same k as on the scores; exact ties stay exact, see gates.reference)
+    choice = logits.detach() if bias is None else scores.detach() + bias.detach()
     q = torch.where(_topk_mask(choice, k), scores, 0.0)
     if normalize:
         q = q / q.sum(dim=-1, keepdim=True)
