@@ -1,14 +1,13 @@
 """The machine-speed probe: one fixed, framework-free workload timed in every round of a CPU timing group.
 
 Interleaved rounds (``harness.rounds``) protect the ratios *within* a run: a slow spell hits every case of a group
-alike. Between two runs nothing cancels it: on a shared VM a whole group can read 1.8-2.1x slower in the second of
-two back-to-back runs of unchanged code, with a tight interval and no sign in the load average (the rows in
-``docs/results/compare_backtoback/``). The probe is the partner that cancels it: the same few hundred microseconds
-of small NumPy operations and interpreter work (what a CPU gate case is made of: dispatches of small kernels),
-timed before and after every round of the group, so each round records how fast the machine was while its cases
-ran. ``gatebench compare`` divides each round's timings by that round's probe (``reports.comparison.
-speed_corrected``): a machine that is slower for a while slows the probe too and the ratio stays; code that is
-slower does not slow the probe.
+alike. Between two runs nothing cancels it. The probe was built as the partner that would: a few hundred
+microseconds of small NumPy operations and interpreter work (what a CPU gate case is made of: dispatches of small
+kernels), timed before the round and after each case of the group, so each round records how fast the machine was
+while its cases ran. ``gatebench compare`` shows NEW's probe over OLD's and, with ``--speed-correction``, divides
+each round's timings by that round's probe (``reports.comparison.speed_corrected``). Measured, the whole-group
+slowdowns between back-to-back runs moved the cases 1.6-1.8x and the probe 1.0-1.1x (docs/performance.md), so the
+correction is off by default.
 
 The workload is fixed (``PROBE_VERSION`` names it) and independent of torch and TensorFlow, so a change of gate code
 or of framework version cannot move it; a change of NumPy or Python can, and ``compare``'s provenance table shows
@@ -17,9 +16,9 @@ those. It is pinned to one thread: NumPy's elementwise operations and sorts used
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from harness.timer import HOST_CLOCKS
 
 __all__ = ["PROBE_VERSION", "PROBE_REPS", "probe_workload", "time_probe"]
 
@@ -46,17 +45,14 @@ def probe_workload() -> float:
     return total
 
 
-_CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
-
-
 def time_probe(reps: int = PROBE_REPS, clock: str = "wall") -> float:
     """The median time in milliseconds of ``reps`` calls of ``probe_workload``, read with ``clock`` (``"wall"`` or
     ``"cpu"``, the thread's CPU time: the clock the group's cases are read with)."""
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"reps: expected an integer >= 1; got {reps!r}")
-    if clock not in _CLOCKS:
-        raise ValueError(f"clock: expected one of {', '.join(_CLOCKS)}; got {clock!r}")
-    read = _CLOCKS[clock]
+    if clock not in HOST_CLOCKS:
+        raise ValueError(f"clock: expected one of {', '.join(HOST_CLOCKS)}; got {clock!r}")
+    read = HOST_CLOCKS[clock]
     times = []
     for _ in range(reps):
         start = read()

@@ -245,9 +245,9 @@ def _run_rounds(items: list[_Prepared], settings: TimingSettings, failed: dict[s
     by_id = {item.task.case_id: item for item in items}
     stop = adaptive_stop(settings) if settings.stop == "adaptive" else None
     rounds = settings.max_rounds if stop else settings.rounds
+    clock = settings.host_clock("cpu")  # the probe is read like the group's CPU cases
     start = time.perf_counter()
     for index, order in enumerate(schedule(list(by_id), rounds, settings.round_seed)):
-        clock = settings.host_clock("cpu")
         points = [time_probe(clock=clock)] if probe is not None else []
         for cid in order:
             if cid in failed:

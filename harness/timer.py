@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Timing", "summarize", "time_fn", "time_once", "estimate_ms"]
+__all__ = ["HOST_CLOCKS", "Timing", "summarize", "time_fn", "time_once", "estimate_ms"]
 
 _NS_PER_MS = 1e6
 
