@@ -19,8 +19,8 @@ slow a whole group (every case of it, so the rounds within the run do not see it
 rounds, slows too. When both rows have a probe of the same ``probe_version``, every sample is divided by its
 round's probe before the statistic (``speed_pair``): the ratio is then in units of the machine's speed, ``method``
 ends in ", speed-corrected" and ``raw_ratio`` keeps the uncorrected ratio. Corrected or not, ``speed`` is NEW's
-median probe over OLD's (the ``machine`` column).
-Rows without a probe (older files, GPU rows, pytest-benchmark) are compared raw.
+median probe over OLD's (``probe_ratio``, the ``machine`` column). Rows without a probe (older files, GPU rows,
+pytest-benchmark) are compared raw.
 
 **Regression** (mark ``+``) when ``ratio > factor`` and the interval's low end is above 1 (with no interval:
 ``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
@@ -251,27 +251,35 @@ def _raw_ratio(case: Sample, base: Sample) -> float:
     return top / bottom if math.isfinite(bottom) and bottom > 0 else math.nan
 
 
-def speed_pair(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Sample, Sample, float] | None:
-    """Both sides' samples divided by their rounds' machine-speed probe, and ``speed``, NEW's median probe time
-    over OLD's (above 1: NEW's machine was slower); ``None`` unless both rows have a probe of the same version."""
+def probe_ratio(before: Mapping[str, Any], after: Mapping[str, Any]) -> float:
+    """NEW's median machine-speed probe time over OLD's (above 1: NEW's machine was slower); NaN unless both rows
+    have a usable probe of the same version."""
     if _known(before.get("probe_version")) != _known(after.get("probe_version")):
+        return math.nan
+    new, old = probe_of(after), probe_of(before)
+    if new is None or old is None:
+        return math.nan
+    return float(np.median(new) / np.median(old))
+
+
+def speed_pair(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Sample, Sample] | None:
+    """Both sides' samples divided by their rounds' machine-speed probe (NEW's first); ``None`` unless both rows
+    have a probe of the same version."""
+    if not math.isfinite(probe_ratio(before, after)):
         return None
     case, base = speed_corrected(after), speed_corrected(before)
-    if case is None or base is None:
-        return None
-    speed = float(np.median(probe_of(after)) / np.median(probe_of(before)))
-    return case, base, speed
+    return None if case is None or base is None else (case, base)
 
 
 def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, speed: bool = False,
             **how) -> dict:
     """The timing columns of a case both sides timed (see the module docstring)."""
     case, base = sample_of(after), sample_of(before)
-    raw = _raw_ratio(case, base)
-    pair = speed_pair(before, after)
-    corrected = pair if speed else None
+    corrected = speed_pair(before, after) if speed else None
+    # the uncorrected ratio is the statistic's own unless the samples are replaced by corrected ones
+    raw = _raw_ratio(case, base) if corrected is not None else None
     if corrected is not None:
-        case, base = corrected[0], corrected[1]
+        case, base = corrected
     flags = sorted(set(noise_flags(before)) | set(noise_flags(after)))
     got = judge(case, base, factor=factor, statistic=round_medians, test=no_test, flags=flags, overrule=factor,
                 **how)
@@ -281,8 +289,8 @@ def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: floa
     mark = _SYMBOL[got.mark]
     return dict(ratio=got.ratio, ci_low=got.ci_low, ci_high=got.ci_high, p_value=p, tested=tested,
                 method=got.method + (SPEED_CORRECTED if corrected is not None else ""), flags=", ".join(flags),
-                mark=mark, change=got.mark if mark == MARK_NOT_JUDGED else _LABELS[mark], raw_ratio=raw,
-                speed=pair[2] if pair is not None else math.nan)
+                mark=mark, change=got.mark if mark == MARK_NOT_JUDGED else _LABELS[mark],
+                raw_ratio=got.ratio if raw is None else raw, speed=probe_ratio(before, after))
 
 
 def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:

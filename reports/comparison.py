@@ -132,7 +132,7 @@ def probe_of(row: Mapping[str, Any] | None) -> np.ndarray | None:
     probe, rounds = row.get("probe_ms"), row.get("sample_rounds")
     if not isinstance(probe, (list, tuple, np.ndarray)) or not isinstance(rounds, (list, tuple, np.ndarray)):
         return None
-    values = np.asarray([finite(v) if finite(v) is not None else math.nan for v in probe], dtype=float)
+    values = np.asarray([finite(v) for v in probe], dtype=float)  # None (not a finite number) becomes NaN
     if not values.size or not np.all(values > 0) or (len(rounds) and max(rounds) >= values.size):
         return None
     return values
