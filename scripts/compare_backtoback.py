@@ -21,20 +21,17 @@ Writes JSON (``--out``): per comparison its exit code, the regressions' case ids
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.machine import machine_state, usable_cores
+from harness.machine import usable_cores
+from scripts import noise_drift
 from scripts._common import parser as make_parser
 from scripts._common import quiet_frameworks, write_json
-from scripts.noise_drift import burners
 
 ROOT = Path(__file__).resolve().parent.parent
 # Appended to gates/torch.py of the planted copy: softmax gates' forward takes 1.5x its own time.
@@ -63,15 +60,9 @@ _IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "docs", ".asv", "__
 
 
 def run_once(tree: Path, suite: str, path: Path, timeout: float, clock: str | None = None) -> dict[str, Any]:
-    """One ``python -m gatebench run SUITE --out PATH --fresh [--clock CLOCK]`` from source tree ``tree``."""
-    command = [sys.executable, "-m", "gatebench", "run", suite, "--out", str(path), "--fresh"]
-    command += ["--clock", clock] if clock else []
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    before, start = machine_state(), time.monotonic()
-    rc = subprocess.run(command, cwd=tree, env=env, timeout=timeout, check=False,
-                        stdout=subprocess.DEVNULL).returncode
-    return {"path": str(path), "tree": str(tree), "rc": rc, "seconds": round(time.monotonic() - start, 1),
-            "state_before": before, "state_after": machine_state()}
+    """One ``gatebench run SUITE --out PATH --fresh [--clock CLOCK]`` from source tree ``tree``
+    (``scripts.noise_drift.run_once``)."""
+    return noise_drift.run_once(noise_drift.cli_command(tree), suite, path, None, timeout, clock, tree=tree)
 
 
 def planted_tree(into: Path) -> Path:
@@ -97,7 +88,7 @@ def compare(old: Path, new: Path, speed: bool) -> dict[str, Any]:
     return {
         "exit_code": result.exit_code(), "regressions": sorted(str(c) for c in result.regressions["case_id"]),
         "not_judged": int((table["mark"] == "~").sum()), "cases": int(len(judged)),
-        "machine_speed": result.speed if result.speed == result.speed else None,
+        "machine_speed": result.probe_ratio if result.probe_ratio == result.probe_ratio else None,
         "ratios": {str(r["case_id"]): {"ratio": float(r["ratio"]), "raw": float(r["raw_ratio"])}
                    for _, r in judged.iterrows()},
     }
@@ -135,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs[f"quiet{i + 1}"] = run_once(ROOT, args.suite, work / f"quiet{i + 1}.jsonl", args.run_timeout,
                                          args.clock)
     if args.loaded:
-        with burners(usable_cores(), 60.0 * 30) as procs:
+        with noise_drift.burners(usable_cores(), 60.0 * 30) as procs:
             for i in range(args.loaded):
                 label = f"loaded{i + 1}"
                 runs[label] = run_once(ROOT, args.suite, work / f"{label}.jsonl", args.run_timeout, args.clock)

@@ -87,14 +87,16 @@ def cli_command(tree: Path = ROOT) -> list[str]:
 _TREE = ROOT  # the source tree the gatebench commands run from (--checkout)
 
 
-def _env() -> dict[str, str]:
+def _env(tree: Path | None = None) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(_TREE) + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": str(tree or _TREE) + (os.pathsep + path if path else "")}
 
 
 def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeout: float,
-             clock: str | None = None) -> dict[str, Any]:
-    """One ``gatebench run`` into ``path``: exit code, seconds, machine state before and after."""
+             clock: str | None = None, tree: Path | None = None) -> dict[str, Any]:
+    """One ``gatebench run`` into ``path`` from source tree ``tree`` (default: the ``--checkout``): exit code,
+    seconds, machine state before and after."""
+    tree = tree or _TREE
     command = [*cli, "run", suite, "--out", str(path), "--fresh"]
     if threads is not None:
         command += ["--threads", str(threads)]
@@ -102,12 +104,12 @@ def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeou
         command += ["--clock", clock]
     before, start = machine_state(), time.monotonic()
     try:
-        rc = subprocess.run(command, cwd=_TREE, env=_env(), timeout=timeout, check=False,
+        rc = subprocess.run(command, cwd=tree, env=_env(tree), timeout=timeout, check=False,
                             stdout=subprocess.DEVNULL).returncode
     except subprocess.TimeoutExpired:
         rc = None
-    return {"path": str(path), "command": command, "rc": rc, "seconds": round(time.monotonic() - start, 1),
-            "state_before": before, "state_after": machine_state()}
+    return {"path": str(path), "tree": str(tree), "command": command, "rc": rc,
+            "seconds": round(time.monotonic() - start, 1), "state_before": before, "state_after": machine_state()}
 
 
 def compare_rc(cli: list[str], old: Path, new: Path, timeout: float) -> int | None:
