@@ -14,6 +14,7 @@ medians and the softmax/Top-k ratios per condition, and provenance.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -100,8 +101,8 @@ def _spawn(rounds: int, bar: bool) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = make_parser(__doc__, out_required=False)
     p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--child", action="store_true", help=argparse_hidden())
-    p.add_argument("--bar", action="store_true", help=argparse_hidden())
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the measuring side, run by main
+    p.add_argument("--bar", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quiet_frameworks()
     if args.child:
@@ -119,12 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               {g: round(value[g]["wall_topk_ms"], 2) for g in GATINGS})
     write_json(args.out, {"rounds": args.rounds, "burners": usable_cores(), "conditions": results})
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

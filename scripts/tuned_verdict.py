@@ -14,10 +14,9 @@ Wilcoxon, Holm across the gates). Each study is its own results file under ``--w
 
 For comparison every gate is also run untuned (the problem's default configuration) on the same held-out seeds.
 Writes JSON (``--out``): per study the verdict (``harness.tuning.study.collect``), its wall time in this invocation
-(``wall_s``), from its first run's start to its last run's end over all invocations (``span_s``), the sum of its
-runs' training time (``train_ms``), and provenance. Prints the verdict table as Markdown. ``--merge A.json B.json``
-writes ``--out`` from earlier outputs (the frameworks run side by side, one process each: ``--frameworks torch``
-and ``--frameworks tf``).
+(``wall_s``), the sum of its runs' training time (``train_ms``), and provenance. Prints the verdict table as
+Markdown. ``--merge A.json B.json`` writes ``--out`` from earlier outputs (the frameworks run side by side, one
+process each: ``--frameworks torch`` and ``--frameworks tf``).
 """
 
 from __future__ import annotations
@@ -80,9 +79,6 @@ def run_study(config: Any, work: Path) -> dict[str, Any]:
     rows = read_rows(results_path(config, work)).rows
     result["runs"] = len(rows)
     result["train_s"] = sum(float(r.get("train_ms") or 0.0) for r in rows) / 1000.0
-    spans = [(r["started_at"], r["ended_at"]) for r in rows if r.get("started_at") and r.get("ended_at")]
-    # first start to last end over every invocation that added runs (a resumed study includes its pause)
-    result["span_s"] = max(e for _, e in spans) - min(s for s, _ in spans) if spans else None
     start = time.perf_counter()
     result["untuned"] = untuned(config)
     result["untuned_wall_s"] = time.perf_counter() - start
