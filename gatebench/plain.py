@@ -93,6 +93,9 @@ class AnnouncingExecutor:
     def map(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
         return self.inner.map(self._announced(tasks))
 
+    def __getattr__(self, name: str) -> Any:  # the inner executor's other methods (continue_run)
+        return getattr(self.inner, name)
+
     def _announced(self, items: Iterable[Any]) -> Iterator[Any]:
         for item in items:
             for task in getattr(item, "tasks", (item,)):

@@ -27,9 +27,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from harness.children import end_group as _end_group
+from harness.children import worker_preexec as _worker_preexec
 from harness.env import quiet_frameworks
 from harness.results import make_row
 from harness.suite import TimingSettings
@@ -113,44 +115,6 @@ class SubprocessExecutor:
                 yield from self.run_one(item)
 
 
-def _end_group(proc: subprocess.Popen) -> None:
-    """Kill a worker's process group (the worker and anything it started) and reap the worker."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.communicate(timeout=5)
-    except (subprocess.TimeoutExpired, ValueError, OSError):
-        proc.kill()
-
-
-def _worker_preexec(cpus: tuple[int, ...] | None = None) -> Callable[[], None] | None:
-    """What the worker runs before ``exec`` (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills it
-    when the parent dies; if the parent died already, the worker exits; with ``cpus``, the worker is pinned to
-    those cores (``sched_setaffinity``). Prepared here, in the parent."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-        if cpus:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, cpus)
-
-    return preexec
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
@@ -209,12 +173,24 @@ def make_executor(isolate: bool = False, case_timeout_s: float | None = None,
       None: no limit). ``jobs > 1``: ``harness.parallel.LocalPoolExecutor`` (recovery cases ``jobs`` at a time,
       timing cases alone; ``isolate`` and the time limit as above). A limit needs ``isolate``: a case in this
       process cannot be stopped.
+    * ``settings.processes > 1`` (a timing suite's ``processes``): ``harness.processes.ProcessesExecutor``, every
+      case timed in that many fresh worker processes (each a subprocess: ``isolate`` is implied, ``jobs`` does not
+      apply to timing, the time limit as above); not with Ray.
     * ``executor="ray"``: ``harness.ray_executor.RayExecutor`` on the cluster at ``address`` (``"auto"``, or
       ``HOST:PORT``), or without one on a local cluster of ``jobs`` CPUs (``jobs == 1``: every usable core).
       Needs the ``ray`` extra; ``isolate`` does not apply.
     """
     _check_jobs(jobs)
     _check_combination(isolate, case_timeout_s, jobs, executor, address)
+    processes = settings.processes if settings is not None else 1
+    if processes > 1:
+        if executor == "ray":
+            raise ValueError(f"processes: expected 1 with --executor ray (Ray places tasks on its own workers); "
+                             f"got {processes}")
+        from harness.processes import ProcessesExecutor
+
+        return ProcessesExecutor(processes, timeout_s=case_timeout_s if case_timeout_s is not None
+                                 else settings.case_timeout_s)
     if executor == "ray":
         from harness.ray_executor import RayExecutor
 

@@ -395,8 +395,11 @@ def read_rows(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
 
 
 def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """The newest row of each case id (the last one in file order: a resumed run appends its reruns)."""
-    return {row["case_id"]: row for row in rows}
+    """The newest row of each case id (the last one in file order: a resumed run appends its reruns), the
+    per-process rows of a case timed in several processes merged into one first (``harness.merge``)."""
+    from harness.merge import merge_process_rows
+
+    return {row["case_id"]: row for row in merge_process_rows(rows)}
 
 
 def completed_case_ids(path: str | os.PathLike[str], *, retry_skipped: bool = False) -> set[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.executors import Executor, InProcessExecutor
+from harness.merge import is_part
 from harness.results import ResultsLock, ResultsWriter, completed_case_ids, latest_rows, read_rows
 from harness.suite import Suite, filter_params, load_suite
 from harness.tasks import Task, execute_task, group_tasks
@@ -104,14 +105,20 @@ def run_suite(
         tasks = plan(suite, filters)
         done = completed_case_ids(path, retry_skipped=retry_skipped) if resume else set()
         todo = [task for task in tasks if task.case_id not in done]
+        executor = executor or InProcessExecutor()
+        if resume and hasattr(executor, "continue_run"):  # several processes: time only what the run lacks
+            executor.continue_run(read_rows(path).rows)
         summary = RunSummary(path=path, planned=len(tasks), resumed=len(tasks) - len(todo))
         if on_plan is not None:
             on_plan(todo, summary.resumed)
         with ResultsWriter(path, lock=False) as writer:
-            for _, row in (executor or InProcessExecutor()).map(group_tasks(todo)):
+            for _, row in executor.map(group_tasks(todo)):
                 writer.write(row)
                 summary.rows.append(row)
                 if on_row is not None:
                     on_row(row)
+        if any(is_part(row) for row in summary.rows):  # one row per case, earlier processes of it included
+            newest = latest_rows(read_rows(path).rows)
+            summary.rows = [dict(newest[cid]) for cid in dict.fromkeys(row["case_id"] for row in summary.rows)]
         summary.still_failed = _still_failed(path, tasks)
     return summary

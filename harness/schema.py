@@ -120,6 +120,11 @@ TIMING = RowKind(
         Column("probe_version", "Int64", doc="version of the probe's fixed workload (harness.probe)"),
         Column("clock", "string", doc="what the samples were read with: wall (perf_counter), cpu (the timing "
                                       "thread's CPU time) or events (device events)"),
+        Column("processes", "Int64", doc="fresh worker processes the case was timed in, one after the other "
+                                         "(harness.processes)"),
+        Column("process", "Int64", doc="which of them timed this row (0-based; a merged row has none)"),
+        Column("run_id", "string", doc="the run the per-process rows belong to (harness.processes)"),
+        Column("round_processes", "object", doc="the process of each round, by round index (merged rows)"),
     ),
     complete=True,
 )
@@ -204,7 +209,7 @@ def _value_problem(column: Column, value: Any) -> str | None:
         return f"expected {_EXPECTED[column.dtype]}; got {value!r}"
     if column.name in _NON_NEGATIVE and value < 0:
         return f"expected a number >= 0; got {value!r}"
-    if column.name in ("samples_ms", "sample_rounds", "probe_ms"):
+    if column.name in ("samples_ms", "sample_rounds", "probe_ms", "round_processes"):
         bad = [v for v in value if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0]
         if bad:
             return f"expected a list of numbers >= 0; got {bad[0]!r} in it"

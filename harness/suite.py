@@ -99,6 +99,7 @@ class TimingSettings(Mapping[str, Any]):
     max_seconds: float = 120.0  # adaptive: at most this long per group of cases
     case_timeout_s: float | None = None  # --isolate: a case's worker is killed after this long (None: no limit)
     clock: str = "auto"  # CPU cases: "wall", "cpu" (thread CPU time; needs threads = 1) or "auto" (cpu at 1 thread)
+    processes: int = 1  # time every case in this many fresh processes, one after the other (harness.processes)
 
     def __post_init__(self) -> None:
         for name in ("warmup_ms", "rep_ms"):
@@ -117,7 +118,7 @@ class TimingSettings(Mapping[str, Any]):
             object.__setattr__(self, "case_timeout_s", float(timeout))
         for name, low in (("min_reps", 1), ("max_reps", max(1, _int_or(self.min_reps, 1))),
                           ("max_reference_bytes", 0), ("threads", 1), ("rounds", 1), ("round_seed", 0),
-                          ("max_rounds", max(1, _int_or(self.rounds, 1)))):
+                          ("max_rounds", max(1, _int_or(self.rounds, 1))), ("processes", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
@@ -139,6 +140,15 @@ class TimingSettings(Mapping[str, Any]):
         if self.clock == "cpu" and self.threads != 1:
             raise ValueError(f"clock: 'cpu' reads the timing thread's CPU time and would miss the work of the other "
                              f"intra-op threads; expected threads = 1 with it; got threads = {self.threads}")
+
+        if self.processes > 1 and self.stop != "fixed":
+            raise ValueError(f"processes: expected 1 with stop = {self.stop!r} (adaptive rounds stop inside one "
+                             f"process); got processes = {self.processes}")
+
+    @property
+    def rounds_per_process(self) -> int:
+        """Rounds each of the ``processes`` runs: ``rounds / processes``, rounded up."""
+        return -(-self.rounds // self.processes)
 
     def host_clock(self, device: str) -> str:
         """The clock a case on ``device`` is read with on the host: ``"cpu"`` or ``"wall"`` (``auto``: cpu for a

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.merge import merge_process_rows
 from harness.results import read_rows
 from harness.schema import (  # noqa: F401 - RECOVERY_METRICS: the metrics the report's tables summarise
     COMMON_KEYS,
@@ -97,11 +98,12 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The usable rows of one JSONL file with their line numbers, the newest row of each case only (a resumed run
     appends its reruns after the old rows); ``read_rows`` reports the unusable lines as ``path:line: what``."""
     result = read_rows(path)
+    numbered = [{**row, "line": number} for row, number in zip(result.rows, result.lines, strict=True)]
     newest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row, number in zip(result.rows, result.lines, strict=True):
+    for row in merge_process_rows(numbered):  # a case timed in several processes: one row (harness.merge)
         key = (row.get("kind"), row.get("suite"), row.get("case_id"))
         newest.pop(key, None)  # the rerun's row stands where it was written, after the old one
-        newest[key] = {**row, "source": str(path), "line": number}
+        newest[key] = {**row, "source": str(path)}
     return list(newest.values()), list(result.problems)
 
 

@@ -42,6 +42,8 @@ _HELP = {
     "threads": "Intra-op threads per framework while timing (default: the suite's `threads`, 1).",
     "rounds": "Interleaved rounds: cases compared with each other are timed in turn this many times (default: the "
               "suite's `rounds`, 8).",
+    "processes": "Time every case in this many fresh worker processes, the whole suite once in each, one after the "
+                 "other (default: the suite's `processes`, 1); compare then uses the processes as its units.",
     "clock": "What CPU samples are read with: wall, cpu (the timing thread's CPU time: a call preempted on a busy "
              "machine does not count its wait; needs --threads 1) or auto (cpu at one thread, else wall; default: "
              "the suite's `clock`, auto).",
@@ -77,6 +79,7 @@ def run(
     rounds: Annotated[int | None, typer.Option(help=_HELP["rounds"])] = None,
     stop: Annotated[str | None, typer.Option(help=_HELP["stop"])] = None,
     clock: Annotated[str | None, typer.Option(help=_HELP["clock"])] = None,
+    processes: Annotated[int | None, typer.Option(help=_HELP["processes"])] = None,
     jobs: Annotated[int, typer.Option(help=_HELP["jobs"])] = 1,
     executor: Annotated[str, typer.Option(help=_HELP["executor"])] = "local",
     address: Annotated[str | None, typer.Option(help=_HELP["address"])] = None,
@@ -90,7 +93,7 @@ def run(
     quiet_frameworks()
     console, err = _console(), error_console()
     _fail_on(err, contradictions(resume=resume, fresh=fresh, retry_skipped=retry_skipped))
-    loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop, clock=clock)
+    loaded = _load(err, suite, yes, threads=threads, rounds=rounds, stop=stop, clock=clock, processes=processes)
     runner = _executor(err, isolate, case_timeout, loaded.settings, jobs=jobs, executor=executor, address=address)
     filters = {"gate": gate, "framework": framework, "device": device, "impl": impl, "mode": mode,
                "gating": gating, "dtype": dtype, "experts": experts}
@@ -98,7 +101,7 @@ def run(
     if not _select(console, err, loaded, filters, announce, dry_run):
         return
     options = {"isolate": isolate, "case_timeout": case_timeout, "retry_skipped": retry_skipped, "yes": yes,
-               "threads": threads, "rounds": rounds, "stop": stop, "clock": clock,
+               "threads": threads, "rounds": rounds, "stop": stop, "clock": clock, "processes": processes,
                "jobs": jobs if jobs != 1 else None,
                "executor": executor if executor != "local" else None, "address": address, **filters}
     summary = _execute(console, err, loaded, (suite, out, options), AnnouncingExecutor(runner, announce),
@@ -209,8 +212,9 @@ def _run_with_progress(console, loaded, out: Path, options: dict, executor, **mo
                   transient=False, auto_refresh=False) as progress:
         bar = progress.add_task(loaded.name, total=None, last="")
 
-        def on_plan(tasks: list[Any], resumed: int) -> None:
-            progress.update(bar, total=len(tasks), refresh=True)
+        def on_plan(tasks: list[Any], resumed: int) -> None:  # a row per case and process
+            processes = loaded.settings.processes if loaded.settings is not None else 1
+            progress.update(bar, total=len(tasks) * processes, refresh=True)
             if resumed:
                 console.print(f"resume: {resumed} case(s) already done, {len(tasks)} to run")
 
