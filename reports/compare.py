@@ -1,9 +1,20 @@
 """``gatebench compare OLD NEW``: per-case timing comparison of two results sets, a CI gate like ``asv compare``.
 
 Cases are matched by ``case_id`` (the sorted case parameters; for pytest-benchmark rows, the test's full
-name); the last row of a case wins. Samples of one run are not independent (a slow minute shifts them all) and
-the rounds of two runs do not pair, so the independent units are the **rounds of each side**. For each case that
-both sides timed (``reports.comparison.round_medians``):
+name); the last row of a case wins.
+
+**Relative** (the default, ``reference="topk"``; ``reports.relative``): a case whose group (same framework,
+device, mode, gating, shape, dtype) has a case of the reference gate on both sides, timed in the same rounds, is
+judged by how its per-round ratio to that reference moved: ``median(NEW's per-round ratios) / median(OLD's)``, a
+bootstrap interval over each side's rounds, ``raw_ratio`` the absolute ratio for information. Whatever slows a
+machine or a process slows the case and its reference alike and cancels. A reference case with cases judged
+against it is slower only when every one of them (two or more) reads faster against it; its ``ratio`` is how it
+moved against its group. ``reference=None`` (``--absolute``) and cases with no reference: absolute times, below.
+
+**Absolute.** Samples of one run are not independent (a slow minute shifts them all) and the rounds of two runs
+do not pair, so the independent units are the **rounds of each side**, or its **processes** when both sides were
+timed in three or more (``harness.processes``; ``reports.comparison.between_runs``: the ratio of the geometric
+means of the per-process medians, with a Welch t interval on their logs). For each case that both sides timed:
 
 - rows with ``sample_rounds``: ``ratio = median(NEW's per-round medians) / median(OLD's per-round medians)``,
   with a percentile bootstrap interval that resamples the rounds of each side;
@@ -24,9 +35,9 @@ pytest-benchmark) are compared raw.
 
 **Regression** (mark ``+``) when ``ratio > factor`` and the interval's low end is above 1 (with no interval:
 ``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
-(``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores) is ``not judged
-(noisy)`` (mark ``~``) and does not fail, unless its interval lies wholly above the factor (a 3x slowdown is
-not noise). Rows measured with different ``threads``, on different devices or read with different clocks
+(``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores; relative and across
+processes only the load, as the spread is in the interval) is ``not judged (noisy)`` (mark ``~``) and does not
+fail, unless its interval lies wholly above the factor (a 3x slowdown is not noise). Rows measured with different ``threads``, on different devices or read with different clocks
 (``clock``: a CPU row without one was read with the wall clock) are never compared: they are
 ``not comparable (threads 1 vs 2)`` (mark ``#``).
 
@@ -41,6 +52,7 @@ threads, device; not the commit or the time), which the command prints as a warn
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -53,6 +65,7 @@ import pandas as pd
 from .comparison import (
     DEFAULT_ALPHA,
     FASTER,
+    MIN_UNITS,
     NOT_JUDGED_INCONSISTENT,
     NOT_JUDGED_NOISY,
     SAME,
@@ -60,15 +73,28 @@ from .comparison import (
     UNKNOWN,
     Pairing,
     Sample,
+    between_runs,
     finite,
     judge,
     mann_whitney,
     no_test,
     probe_of,
-    round_medians,
+    process_medians_of,
     round_medians_of,
     sample_of,
     speed_corrected,
+)
+from .comparison import (
+    mark as mark_of,
+)
+from .relative import (
+    DEFAULT_REFERENCE,
+    ReferenceIndex,
+    group_of,
+    method_relative,
+    reference_consensus,
+    relative_estimate,
+    relative_ratios,
 )
 from .rounds import noise_flags
 
@@ -174,7 +200,8 @@ class Comparison:
 
 _COLUMNS = (
     "mark", "change", "before_ms", "after_ms", "ratio", "ci_low", "ci_high", "p_value", "tested", "method",
-    "raw_ratio", "speed", "before_n", "after_n", "before_rounds", "after_rounds", "flags", "missing", "old_timed",
+    "raw_ratio", "speed", "before_n", "after_n", "before_rounds", "after_rounds", "before_processes",
+    "after_processes", "flags", "missing", "old_timed",
     "case_id",
 )
 
@@ -237,6 +264,11 @@ def _status_mark(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[s
     return MARK_SAME, False, _LABELS[MARK_SAME]
 
 
+def _n_processes(row: Mapping[str, Any] | None) -> float:
+    owners = sample_of(row).processes if row is not None else None
+    return float(np.unique(owners).size) if owners is not None else math.nan
+
+
 def _n_rounds(row: Mapping[str, Any] | None) -> float:
     rounds = sample_of(row).rounds if row is not None else None
     return float(np.unique(rounds).size) if rounds is not None else math.nan
@@ -272,7 +304,7 @@ def speed_pair(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[Sam
 
 
 def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: float, speed: bool = False,
-            **how) -> dict:
+            reference: str | None = None, **how) -> dict:
     """The timing columns of a case both sides timed (see the module docstring)."""
     case, base = sample_of(after), sample_of(before)
     corrected = speed_pair(before, after) if speed else None
@@ -280,8 +312,10 @@ def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: floa
     raw = _raw_ratio(case, base) if corrected is not None else None
     if corrected is not None:
         case, base = corrected
-    flags = sorted(set(noise_flags(before)) | set(noise_flags(after)))
-    got = judge(case, base, factor=factor, statistic=round_medians, test=no_test, flags=flags, overrule=factor,
+    # across processes the interval holds the rows' spread already: only a load over the cores flags them
+    spread = min(process_medians_of(case).size, process_medians_of(base).size) < MIN_UNITS
+    flags = sorted(set(noise_flags(before, spread=spread)) | set(noise_flags(after, spread=spread)))
+    got = judge(case, base, factor=factor, statistic=between_runs, test=no_test, flags=flags, overrule=factor,
                 **how)
     with_rounds = case.rounds is not None and base.rounds is not None
     p = mann_whitney(case, base) if not with_rounds else math.nan
@@ -293,7 +327,35 @@ def _judged(before: Mapping[str, Any], after: Mapping[str, Any], *, factor: floa
                 raw_ratio=got.ratio if raw is None else raw, speed=probe_ratio(before, after))
 
 
-def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -> dict:
+def _load_flags(*rows: Mapping[str, Any] | None) -> list[str]:
+    """The noise flags of a relative comparison: a load over the cores on any of its rows (the spread of the
+    per-round ratios is in its interval)."""
+    return sorted({flag for row in rows if row is not None for flag in noise_flags(row, spread=False)})
+
+
+def _judged_relative(before: Mapping[str, Any], after: Mapping[str, Any], refs: tuple[Any, Any], *,
+                     reference: str, factor: float, alpha: float, level: float, n_boot: int, seed: int,
+                     **_: Any) -> dict | None:
+    """The timing columns of a case judged against its group's reference (``reports.relative``); None when a
+    side lacks a reference timed in the same rounds (the case is then judged on absolute times)."""
+    ref_old, ref_new = refs
+    old_rr, new_rr = relative_ratios(before, ref_old), relative_ratios(after, ref_new)
+    if old_rr is None or new_rr is None:
+        return None
+    est = relative_estimate(new_rr, old_rr, reference, level=level, n_boot=n_boot, seed=seed)
+    flags = _load_flags(before, after, ref_old, ref_new)
+    got = mark_of(est.ratio, math.nan, alpha=alpha, factor=factor, ci_low=est.ci_low, ci_high=est.ci_high,
+               flags=flags, overrule=factor)
+    symbol = _SYMBOL[got]
+    absolute = between_runs(sample_of(after), sample_of(before), level=level, n_boot=n_boot, seed=seed).ratio
+    return dict(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=math.nan,
+                tested=math.isfinite(est.ci_low) and math.isfinite(est.ci_high), method=est.method,
+                flags=", ".join(flags), mark=symbol, change=got if symbol == MARK_NOT_JUDGED else _LABELS[symbol],
+                raw_ratio=absolute, speed=probe_ratio(before, after))
+
+
+def _compare_case(cid: object, before: dict | None, after: dict | None, refs: tuple[Any, Any] | None = None,
+                  **how) -> dict:
     nan = np.nan
     rec: dict = {"case_id": cid, "before_ms": before.get("median_ms") if before else nan,
                  "after_ms": after.get("median_ms") if after else nan,
@@ -302,6 +364,7 @@ def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -
                  "before_n": sample_of(before).values.size if before else 0,
                  "after_n": sample_of(after).values.size if after else 0,
                  "before_rounds": _n_rounds(before), "after_rounds": _n_rounds(after),
+                 "before_processes": _n_processes(before), "after_processes": _n_processes(after),
                  "flags": "", "missing": False, "old_timed": timed(before)}
     if before is None or after is None:
         rec["mark"] = MARK_NEW if before is None else MARK_GONE
@@ -309,8 +372,39 @@ def _compare_case(cid: object, before: dict | None, after: dict | None, **how) -
     elif (status := _status_mark(before, after)) is not None:
         rec["mark"], rec["missing"], rec["change"] = status
     else:
-        rec.update(_judged(before, after, **how))
+        relative = _judged_relative(before, after, refs, **how) if refs is not None else None
+        rec.update(relative if relative is not None else _judged(before, after, **how))
     return rec
+
+
+def _judge_references(rows: list[dict], cases: Mapping[Any, tuple[dict | None, dict | None]], reference: str) -> None:
+    """Reference cases of groups with cases judged against them: slower when every such case (two or more) reads
+    faster against it (``reports.relative.reference_consensus``), else unchanged; ``ratio`` is how the reference
+    moved against its group (the median inverted ratio), ``raw_ratio`` its absolute ratio."""
+    relative_method = method_relative(reference).split(":")[0]
+    judged: dict[tuple, list[dict]] = {}
+    for rec in rows:
+        after = cases[rec["case_id"]][1]
+        if after is not None and str(rec["method"]).startswith(relative_method) and np.isfinite(rec["ratio"]) \
+                and rec["mark"] in (MARK_SLOWER, MARK_FASTER, MARK_SAME):
+            judged.setdefault(group_of(after), []).append(rec)
+    for rec in rows:
+        before, after = cases[rec["case_id"]]
+        if after is None or before is None or after.get("gate") != reference or rec["mark"] in (
+                MARK_NEW, MARK_GONE, MARK_FAILED, MARK_SKIPPED, MARK_UNTIMED, MARK_INCOMPARABLE, MARK_FIXED):
+            continue
+        group = judged.get(group_of(after), [])
+        if not group:
+            continue  # nothing was judged against it: its absolute comparison stands
+        ratios = [r["ratio"] for r in group]
+        slower = reference_consensus([r["mark"] for r in group], ratios, MARK_FASTER)
+        moved = slower if slower is not None else float(np.median([1.0 / r for r in ratios]))
+        rec.update(ratio=moved, ci_low=np.nan, ci_high=np.nan, tested=False, p_value=np.nan,
+                   raw_ratio=rec["raw_ratio"],
+                   mark=MARK_SLOWER if slower is not None else MARK_SAME,
+                   change=_LABELS[MARK_SLOWER if slower is not None else MARK_SAME],
+                   method=f"reference: {sum(r['mark'] == MARK_FASTER for r in group)} of {len(group)} cases of its "
+                          f"group faster against it")
 
 
 def compare_frames(
@@ -322,10 +416,12 @@ def compare_frames(
     n_boot: int = 2000,
     seed: int = 0,
     speed: bool = False,
+    reference: str | None = DEFAULT_REFERENCE,
 ) -> Comparison:
     """Compare the timing rows of ``new`` against ``old`` (see the module docstring); the intervals are at the
-    ``1 - alpha`` level. ``speed``: judge speed-corrected timings where both rows have a probe (else raw; off by
-    default: see the module docstring)."""
+    ``1 - alpha`` level. ``reference``: judge each case against its group's case of this gate, timed in the same
+    rounds (``reports.relative``; None: absolute times). ``speed``: judge speed-corrected absolute timings where
+    both rows have a probe (else raw; off by default: see the module docstring)."""
     if not (isinstance(factor, (int, float)) and np.isfinite(factor) and factor >= 1.0):
         raise ValueError(f"factor: expected a number >= 1 (e.g. 1.3 for 30%); got {factor!r}")
     if not 0.0 < alpha < 1.0:
@@ -333,12 +429,28 @@ def compare_frames(
     pairing = Pairing(_sided(old, "old") + _sided(new, "new"), ("case_id", "side"), {"side": "old"}, impl_key=None)
     cases = dict.fromkeys(key[0] for key in pairing.rows if key[1] == "old")
     cases.update(dict.fromkeys(key[0] for key in pairing.rows if key[1] == "new"))
+    if reference is not None and not (isinstance(reference, str) and reference):
+        raise ValueError(f"reference: expected a gate name (e.g. 'topk') or None; got {reference!r}")
     how = dict(alpha=alpha, factor=factor, level=1.0 - alpha, n_boot=n_boot, seed=seed, speed=speed)
-    rows = []
+    sides = {side: [row for key, row in pairing.rows.items() if key[1] == side] for side in ("old", "new")}
+    gates = sorted({str(row.get("gate")) for rows in sides.values() for row in rows if row.get("gate") is not None})
+    if reference is not None and reference != DEFAULT_REFERENCE and reference not in gates:
+        close = difflib.get_close_matches(reference, gates, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"reference: expected a gate of the timing rows ({', '.join(gates) or 'none'}); got "
+                         f"{reference!r}{hint}")
+    index = {side: ReferenceIndex(sides[side], reference) for side in sides} if reference else None
+    rows, pairs = [], {}
     for cid in cases:
         after = pairing.get({"case_id": cid, "side": "new"})
         before = pairing.baseline_of({"case_id": cid, "side": "new"})
-        rows.append(_compare_case(cid, before, after, **how))
+        pairs[cid] = (before, after)
+        refs = None
+        if index is not None and before is not None and after is not None:
+            refs = (index["old"].of(before), index["new"].of(after))
+        rows.append(_compare_case(cid, before, after, refs, reference=reference, **how))
+    if reference:
+        _judge_references(rows, pairs, reference)
     table = pd.DataFrame(rows, columns=list(_COLUMNS))
     return Comparison(table, float(factor), float(alpha), provenance_differences(old, new))
 
@@ -408,6 +520,9 @@ def format_units(row: pd.Series) -> str:
     """``"n_old/n_new"`` samples, with ``" (r_old/r_new rounds)"`` when the rows have rounds."""
     text = f"{row['before_n']}/{row['after_n']}"
     rounds = (row["before_rounds"], row["after_rounds"])
+    processes = (row.get("before_processes", math.nan), row.get("after_processes", math.nan))
     if all(np.isfinite(r) for r in rounds):
-        text += f" ({rounds[0]:.0f}/{rounds[1]:.0f} rounds)"
+        text += f" ({rounds[0]:.0f}/{rounds[1]:.0f} rounds"
+        text += f", {processes[0]:.0f}/{processes[1]:.0f} processes)" if all(np.isfinite(p) for p in processes) \
+            else ")"
     return text

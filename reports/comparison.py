@@ -61,6 +61,7 @@ METHOD_POOLED = "bootstrap over samples"
 METHOD_ROUND_MEDIANS = "bootstrap over rounds"
 METHOD_FEW_ROUNDS = "judged on the ratio: too few rounds"
 METHOD_FEW_SAMPLES = "judged on the ratio: too few samples"
+METHOD_PROCESSES = "Welch t over processes"
 # Rounds (or samples) a side needs for an interval between runs; with fewer the ratio alone decides.
 MIN_UNITS = 3
 DEFAULT_ALPHA = 0.05
@@ -79,6 +80,7 @@ class Sample:
     values: np.ndarray
     median: float = math.nan
     rounds: np.ndarray | None = None
+    processes: np.ndarray | None = None  # the worker process of each sample (harness.processes), when recorded
 
     @property
     def center(self) -> float:
@@ -117,11 +119,14 @@ def sample_of(row: Mapping[str, Any], *, values: str = "samples_ms", median: str
     rounds = row.get("sample_rounds")
     keep = [i for i, v in enumerate(raw) if finite(v) is not None]
     arr = np.asarray([float(raw[i]) for i in keep], dtype=float)
-    per_round = None
+    per_round = per_process = None
     if isinstance(rounds, (list, tuple, np.ndarray)) and len(rounds) == len(raw):
         per_round = np.asarray([rounds[i] for i in keep])
+        owners = row.get("round_processes")
+        if isinstance(owners, (list, tuple, np.ndarray)) and per_round.size and int(per_round.max()) < len(owners):
+            per_process = np.asarray([owners[int(r)] for r in per_round])
     center = finite(row.get(median))
-    return Sample(arr, math.nan if center is None else center, per_round)
+    return Sample(arr, math.nan if center is None else center, per_round, per_process)
 
 
 def probe_of(row: Mapping[str, Any] | None) -> np.ndarray | None:
@@ -216,6 +221,47 @@ def round_medians(
     low, high = bootstrap_ratio_ci(num, den, level=level, n_boot=n_boot, seed=seed)
     method = METHOD_ROUND_MEDIANS if with_rounds else METHOD_POOLED
     return Estimate(float(np.median(num) / np.median(den)), low, high, method, units if with_rounds else 0)
+
+
+def process_medians_of(sample: Sample) -> np.ndarray:
+    """Each worker process's median of its per-round medians (in process order); empty without processes."""
+    if sample.processes is None or sample.rounds is None:
+        return np.empty(0)
+    out = []
+    for process in np.unique(sample.processes):
+        mine = sample.processes == process
+        out.append(np.median(round_medians_of(Sample(sample.values[mine], rounds=sample.rounds[mine]))))
+    return np.asarray(out, dtype=float)
+
+
+def welch_log_ratio(case: np.ndarray, base: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float, float]:
+    """``(ratio, low, high)``: the ratio of the geometric means of two sets of positive times with the Welch t
+    interval of the difference of their log means at ``level`` (two or more values a side; NaN interval when
+    both sides have no spread)."""
+    from scipy import stats as _stats
+
+    a, b = np.log(np.asarray(base, dtype=float)), np.log(np.asarray(case, dtype=float))
+    diff = float(b.mean() - a.mean())
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return math.exp(diff), math.exp(diff), math.exp(diff)
+    df = (va + vb) ** 2 / ((va**2 / (a.size - 1) if va else 0.0) + (vb**2 / (b.size - 1) if vb else 0.0))
+    half = float(_stats.t.ppf(0.5 + level / 2.0, df)) * se
+    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
+
+
+def between_runs(
+    case: Sample, base: Sample, *, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> Estimate:
+    """Two runs: with ``MIN_UNITS`` or more worker processes a side (``harness.processes``), the processes are the
+    units: the ratio of the geometric means of each process's median (of its per-round medians), with a Welch t
+    interval on their logs; otherwise ``round_medians``."""
+    num, den = process_medians_of(case), process_medians_of(base)
+    if min(num.size, den.size) < MIN_UNITS:
+        return round_medians(case, base, level=level, n_boot=n_boot, seed=seed)
+    ratio, low, high = welch_log_ratio(num, den, level)
+    return Estimate(ratio, low, high, METHOD_PROCESSES, int(min(num.size, den.size)))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -371,6 +417,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "FASTER",
     "METHOD_FEW_ROUNDS",
+    "METHOD_PROCESSES",
     "METHOD_FEW_SAMPLES",
     "METHOD_POOLED",
     "METHOD_ROUND_MEDIANS",

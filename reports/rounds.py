@@ -140,12 +140,14 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def noise_reasons(row: Mapping[str, Any]) -> list[str]:
-    """Why a timing row is noisy, in words (empty when it is not): IQR over ``NOISY_IQR`` of the median, or a
-    recorded load (max of ``load_before``, ``load_after``) over ``usable_cores``. Missing columns count as fine."""
+def noise_reasons(row: Mapping[str, Any], *, spread: bool = True) -> list[str]:
+    """Why a timing row is noisy, in words (empty when it is not): IQR over ``NOISY_IQR`` of the median (unless
+    ``spread`` is False: a comparison whose interval is made across worker processes has that spread in its
+    interval already), or a recorded load (max of ``load_before``, ``load_after``) over ``usable_cores``. Missing
+    columns count as fine."""
     reasons = []
     median, iqr = _number(row.get("median_ms")), _number(row.get("iqr_ms"))
-    if median and median > 0 and iqr is not None and iqr / median > NOISY_IQR:
+    if spread and median and median > 0 and iqr is not None and iqr / median > NOISY_IQR:
         reasons.append(f"IQR {iqr / median:.0%} of the median (over {NOISY_IQR:.0%})")
     loads = [v for v in (_number(row.get("load_before")), _number(row.get("load_after"))) if v is not None]
     cores = _number(row.get("usable_cores"))
@@ -154,9 +156,9 @@ def noise_reasons(row: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
-def noise_flags(row: Mapping[str, Any]) -> list[str]:
-    """``["noisy"]`` when ``noise_reasons(row)`` has any reason, else ``[]``."""
-    return [FLAG_NOISY] if noise_reasons(row) else []
+def noise_flags(row: Mapping[str, Any], *, spread: bool = True) -> list[str]:
+    """``["noisy"]`` when ``noise_reasons(row, spread=spread)`` has any reason, else ``[]``."""
+    return [FLAG_NOISY] if noise_reasons(row, spread=spread) else []
 
 
 def inconsistent_pairs(rows: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -328,27 +328,29 @@ def test_a_whole_group_slowed_by_the_machine_passes_and_slower_code_still_fails(
     # the second run: the machine ran 1.9x slower for the whole group; the probe, timed in the same rounds, too
     slow_probe = [1.9 * p for p in rng.lognormal(np.log(0.2), 0.01, 8)]
     machine = [_probed(n, _rounds_of(rng, 8, 5, 1.9), slow_probe) for n in names]
-    result = compare_frames(_frame(old), _frame(machine), factor=1.3, speed=True)
+    result = compare_frames(_frame(old), _frame(machine), factor=1.3, speed=True, reference=None)
     assert result.exit_code() == 0 and (result.table["mark"] == MARK_SAME).all(), result.table.to_dict("records")
     assert result.table["raw_ratio"].between(1.8, 2.0).all() and result.table["ratio"].between(0.95, 1.05).all()
     assert result.probe_ratio == pytest.approx(1.9, rel=0.03)
     assert result.table["method"].str.endswith("speed-corrected").all()
-    # the default judges raw timings, and still shows how the probe moved
-    raw = compare_frames(_frame(old), _frame(machine), factor=1.3)
+    # relative to the group's Top-k (the default) the machine cancels without the probe
+    assert compare_frames(_frame(old), _frame(machine), factor=1.3).exit_code() == 0
+    # absolute timings are judged raw unless corrected, and the probe's move is still shown
+    raw = compare_frames(_frame(old), _frame(machine), factor=1.3, reference=None)
     assert raw.exit_code() == 1 and len(raw.regressions) == 3 and raw.probe_ratio == pytest.approx(1.9, rel=0.03)
     assert not raw.table["method"].str.endswith("speed-corrected").any()
     # code 1.5x slower on an unchanged machine: the probe did not move, the regression stands
     code = [_probed("softmax", _rounds_of(rng, 8, 5, 1.5), probe), *machine[1:]]
-    slower = compare_frames(_frame(old), _frame(code), factor=1.3, speed=True)
+    slower = compare_frames(_frame(old), _frame(code), factor=1.3, speed=True, reference=None)
     assert list(slower.regressions["case_id"]) == ["case=softmax"]
     # a probe of another version is not a unit of the same speed: compared raw
     other = [{**row, "probe_version": 2} for row in machine]
-    assert compare_frames(_frame(old), _frame(other), factor=1.3, speed=True).exit_code() == 1
+    assert compare_frames(_frame(old), _frame(other), factor=1.3, speed=True, reference=None).exit_code() == 1
     # the CLI: raw by default, with the machine's speed printed; corrected on request
     old_path, new_path = _write(tmp_path / "old.jsonl", old), _write(tmp_path / "new.jsonl", machine)
-    out = _run(app, old_path, new_path)
+    out = _run(app, old_path, new_path, "--absolute")
     assert out.exit_code == 1 and "Machine speed: NEW's probe took 1.9" in out.output
-    corrected = _run(app, old_path, new_path, "--speed-correction")
+    corrected = _run(app, old_path, new_path, "--absolute", "--speed-correction")
     assert corrected.exit_code == 0, corrected.output
     assert "judged speed-corrected" in corrected.output
 

@@ -81,10 +81,17 @@ def check_baseline(baseline: str, frame) -> None:
 
 _COMPARE_HELP = "\n\n".join([
     "Per-case table of NEW against OLD, for CI.",
-    "Per case: ratio = median of NEW's per-round medians / median of OLD's (rows without rounds: of the pooled "
-    "samples), with a bootstrap interval resampling each side's rounds. Slower when ratio > FACTOR and the "
-    "interval's low end > 1; with fewer than 3 rounds (or samples) a side, the ratio alone decides. A case with a "
-    "noisy side is 'not judged (noisy)' and does not fail unless its interval lies wholly above FACTOR.",
+    "By default each case is judged relative to its group's Top-k case (--reference; same framework, device, "
+    "mode, gating, shape, dtype, timed in the same rounds): ratio = median of NEW's per-round ratios to it / "
+    "median of OLD's, with a bootstrap interval resampling each side's rounds. A slow machine or process slows "
+    "both and cancels; 'raw' shows the absolute ratio. A reference case is slower when every case of its group "
+    "(two or more) reads faster against it. A change that slows every gate alike needs --absolute.",
+    "--absolute (and cases with no reference): ratio = median of NEW's per-round medians / median of OLD's "
+    "(rows without rounds: of the pooled samples; rows timed in 3 or more processes: Welch t over the processes), "
+    "with a bootstrap interval resampling each side's rounds.",
+    "Slower when ratio > FACTOR and the interval's low end > 1; with fewer than 3 rounds (or samples) a side, the "
+    "ratio alone decides. A case with a noisy side is 'not judged (noisy)' and does not fail unless its interval "
+    "lies wholly above FACTOR (relative and across processes: only a load over the cores makes it noisy).",
     "CPU rows record a machine-speed probe timed in every round; 'machine' is NEW's probe time over OLD's. With "
     "--speed-correction each round's timings are divided by it before the ratio is taken ('raw' keeps the "
     "uncorrected ratio).",
@@ -110,11 +117,19 @@ def compare(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="List cases NEW no longer times, but exit 0 for them.")
     ] = False,
+    reference: Annotated[
+        str, typer.Option(help="Judge each case relative to its group's case of this gate (default topk).")
+    ] = "topk",
+    absolute: Annotated[
+        bool, typer.Option("--absolute", help="Judge absolute times instead (sees a change that slows every gate "
+                                              "alike; on a shared VM only well beyond its noise).")
+    ] = False,
     speed_correction: Annotated[
         bool, typer.Option("--speed-correction/--no-speed-correction",
                            help="Divide each round's CPU timings by that round's machine-speed probe before "
-                                "comparing (rows without a probe are compared raw). Off by default: measured, it "
-                                "did not remove the false regressions it was built for (docs/performance.md).")
+                                "comparing absolute times (rows without a probe are compared raw). Off by "
+                                "default: measured, it did not remove the false regressions it was built for "
+                                "(docs/performance.md).")
     ] = False,
 ) -> None:
     from rich.console import Console
@@ -125,7 +140,7 @@ def compare(
     err = Console(stderr=True, width=200)
     try:
         result, problems = compare_paths([str(old)], [str(new)], factor=factor, alpha=alpha,
-                                         speed=speed_correction)
+                                         speed=speed_correction, reference=None if absolute else reference)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -137,8 +152,8 @@ def compare(
     console.print(_results_table(result, only_changed))
     speed = result.probe_ratio
     if speed == speed:
-        how = ("CPU timings are judged speed-corrected" if speed_correction else
-               "timings are judged raw (--speed-correction divides the probe out)")
+        how = ("absolute CPU timings are judged speed-corrected" if speed_correction else
+               "absolute timings are judged raw (--speed-correction divides the probe out)")
         console.print(f"Machine speed: NEW's probe took {speed:.2f}x OLD's (median over the cases); {how}.")
     code = result.exit_code(allow_missing=allow_missing)
     console.print(_verdict_line(result, code, allow_missing))
