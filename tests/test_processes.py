@@ -249,16 +249,17 @@ def _row(process_medians: list[float], iqr_ms: float) -> dict:
 def test_compare_judges_processes_on_their_interval_and_not_on_the_rows_spread():
     import pandas as pd
 
-    old = _row([1.0, 1.3, 0.8, 1.1], iqr_ms=0.4)  # a spread of 40%: noisy by the row's own IQR
-    slower = _row([1.6, 2.0, 1.3, 1.7], iqr_ms=0.6)
-    same = _row([1.2, 0.9, 1.0, 1.25], iqr_ms=0.4)
+    old = _row([1.0, 1.1, 0.9, 1.05], iqr_ms=0.4)  # an IQR of 40% of the median: noisy by the row's own spread
+    slower = _row([1.6, 1.8, 1.45, 1.7], iqr_ms=0.6)
+    same = _row([1.05, 0.95, 1.0, 1.1], iqr_ms=0.4)
     got = compare_frames(pd.DataFrame([old]), pd.DataFrame([slower]))
     assert got.table.iloc[0]["mark"] == "+" and got.table.iloc[0]["method"] == METHOD_PROCESSES
+    assert got.table.iloc[0]["flags"] == ""
     assert got.exit_code() == 1
     assert compare_frames(pd.DataFrame([old]), pd.DataFrame([same])).exit_code() == 0
-    rounds_only = {**slower, "round_processes": None}  # the rounds as units: the IQR flag holds it back
+    rounds_only = {**slower, "round_processes": None}  # the rounds as units: the rows' IQR flags them noisy
     held = compare_frames(pd.DataFrame([old]), pd.DataFrame([rounds_only])).table.iloc[0]
-    assert held["method"] != METHOD_PROCESSES and held["mark"] == "~"
+    assert held["method"] != METHOD_PROCESSES and held["flags"] == "noisy"
 
 
 def test_compare_prints_how_many_processes_each_side_had():
@@ -269,3 +270,17 @@ def test_compare_prints_how_many_processes_each_side_had():
     old = _row([1.0, 1.1, 0.9], iqr_ms=0.01)
     table = compare_frames(pd.DataFrame([old]), pd.DataFrame([dict(old)])).table
     assert format_units(table.iloc[0]).endswith("(6/6 rounds, 3/3 processes)")
+
+
+def test_the_command_line_runs_a_suite_in_several_processes_and_reports_one_row_per_case(tmp_path):
+    from typer.testing import CliRunner
+
+    from gatebench.cli import app
+
+    suite = _suite(tmp_path, processes=1)
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path), "--processes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 run (2 ok, 0 failed, 0 skipped)" in result.output
+    assert [row["process"] for row in read_rows(tmp_path / "p.jsonl").rows] == [0, 0, 1, 1]
+    bad = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "b"), "--processes", "0"])
+    assert bad.exit_code == 2 and "processes: expected an integer >= 1" in bad.output

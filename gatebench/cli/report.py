@@ -110,7 +110,8 @@ def compare(
     factor: Annotated[
         float, typer.Option(help="Flag a case only when new/old is beyond this factor (and its interval clears 1).")
     ] = 1.3,
-    alpha: Annotated[float, typer.Option(help="1 - the confidence of the intervals (0.05: 95%).")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="1 - the confidence of the intervals (default 0.01: 99%, as a "
+                                              "hundred cases are judged at once).")] = 0.01,
     only_changed: Annotated[
         bool, typer.Option("--only-changed", help="List only the cases whose mark is not ' '.")
     ] = False,
