@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.machine import machine_state, usable_cores
-from harness.results import provenance, read_rows
+from harness.results import latest_rows, provenance, read_rows
 from reports.comparison import Pairing
 from reports.rounds import per_round_ratio
 from scripts._common import parser as make_parser
@@ -62,6 +62,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="pass --threads N to gatebench run (only when given)")
     parser.add_argument("--clock", default=None, choices=["auto", "wall", "cpu"],
                         help="pass --clock to gatebench run (only when given)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="pass --processes N to gatebench run (only when given)")
+    parser.add_argument("--reread", action="store_true",
+                        help="run nothing: read the runs recorded in --out again and rewrite its ratios")
     parser.add_argument("--burn-seconds", type=float, default=900.0,
                         help="longest time a CPU burner runs (default: %(default)s)")
     parser.add_argument("--checkout", type=Path, default=None,
@@ -93,15 +97,14 @@ def _env(tree: Path | None = None) -> dict[str, str]:
 
 
 def run_once(cli: list[str], suite: str, path: Path, threads: int | None, timeout: float,
-             clock: str | None = None, tree: Path | None = None) -> dict[str, Any]:
+             clock: str | None = None, tree: Path | None = None, processes: int | None = None) -> dict[str, Any]:
     """One ``gatebench run`` into ``path`` from source tree ``tree`` (default: the ``--checkout``): exit code,
     seconds, machine state before and after."""
     tree = tree or _TREE
     command = [*cli, "run", suite, "--out", str(path), "--fresh"]
-    if threads is not None:
-        command += ["--threads", str(threads)]
-    if clock is not None:
-        command += ["--clock", clock]
+    for flag, value in (("--threads", threads), ("--clock", clock), ("--processes", processes)):
+        if value is not None:
+            command += [flag, str(value)]
     before, start = machine_state(), time.monotonic()
     try:
         rc = subprocess.run(command, cwd=tree, env=_env(tree), timeout=timeout, check=False,
@@ -161,7 +164,8 @@ def _ratio(row: dict[str, Any], base: dict[str, Any]) -> float:
 def ratios(path: Path) -> dict[str, float]:
     """``{label: ratio of gate to Top-k}`` (``_ratio``) of one results file, fwd and fwdbwd rows with status ok,
     each row paired with its Top-k row by ``reports.comparison.Pairing`` (the report's and compare's pairing)."""
-    rows = [r for r in read_rows(path).rows if r.get("kind") == "timing" and r.get("status") == "ok"
+    newest = latest_rows(read_rows(path).rows).values()  # a case timed in several processes: one merged row
+    rows = [r for r in newest if r.get("kind") == "timing" and r.get("status") == "ok"
             and r.get("mode") in MODES and isinstance(r.get("median_ms"), (int, float)) and r["median_ms"] > 0]
     pairing = Pairing(rows, (*MATCH_KEYS, "gate", "impl"), {"gate": BASELINE})
     out = {}
@@ -221,11 +225,11 @@ def measure(args: argparse.Namespace, cli: list[str]) -> dict[str, dict[str, Any
     runs = {}
     for label in QUIET:
         runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout,
-                               args.clock)
+                               args.clock, processes=args.processes)
     with burners(usable_cores(), args.burn_seconds) as procs:
         for label in LOADED:
             runs[label] = run_once(cli, args.suite, args.work / f"{label}.jsonl", args.threads, args.run_timeout,
-                                   args.clock)
+                                   args.clock, processes=args.processes)
             runs[label]["burners_running_after"] = sum(proc.poll() is None for proc in procs)
     return runs
 
@@ -245,14 +249,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     _TREE = (args.checkout or ROOT).resolve()
     cli = cli_command(_TREE)
     started = {"provenance": provenance(), "state": machine_state()}
-    runs = measure(args, cli)
+    if args.reread:  # the runs of an earlier --out, read again (what was measured stays as it was)
+        earlier = json.loads(args.out.read_text())
+        runs, started = earlier["runs"], earlier["provenance"]
+        started.pop("finished", None)
+    else:
+        runs = measure(args, cli)
     compare = {
         "quiet": compare_rc(cli, Path(runs["quiet1"]["path"]), Path(runs["quiet2"]["path"]), args.run_timeout),
         "loaded": compare_rc(cli, Path(runs["loaded1"]["path"]), Path(runs["loaded2"]["path"]), args.run_timeout),
     }
     table = drift_table({label: ratios(Path(run["path"])) for label, run in runs.items()})
     result = {
-        "suite": args.suite, "threads": args.threads, "clock": args.clock, "source_tree_commit": _commit(_TREE),
+        "suite": args.suite, "threads": args.threads, "clock": args.clock, "processes": args.processes,
+        "source_tree_commit": _commit(_TREE),
         "burn_seconds": args.burn_seconds,
         "burners": usable_cores(), "cli": cli, "summary": summary(table), "compare_exit_codes": compare,
         "runs": runs, "ratios": table, "provenance": {**started, "finished": machine_state()},

@@ -135,3 +135,47 @@ def test_the_command_line_judges_relative_by_default_and_absolute_on_request(tmp
     assert other.exit_code == 0 and "relative to softmax" in other.output
     bad = CliRunner().invoke(app, ["compare", str(paths["old"]), str(paths["new"]), "--reference", "nope"])
     assert bad.exit_code == 2 and "reference: expected a gate" in bad.output
+
+
+def test_the_back_to_back_script_compares_runs_already_made_three_ways(tmp_path):
+    import json
+
+    from scripts import compare_backtoback
+
+    runs = {"quiet1": _run(0), "quiet2": _run(1, machine=1.7), "quiet3": _run(2), "loaded1": _run(3, machine=2.0),
+            "loaded2": _run(4, machine=1.6), "planted": _run(5, slower={"softmax": 1.6})}
+    for name, frame in runs.items():
+        with ResultsWriter(tmp_path / f"{name}.jsonl") as writer:
+            for row in frame.to_dict("records"):
+                writer.write(row)
+    out = tmp_path / "summary.json"
+    assert compare_backtoback.main(["--compare-only", "--work", str(tmp_path), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    by_what = {(c["old"], c["new"]): c for c in summary["comparisons"]}
+    assert set(by_what[("quiet1", "quiet2")]) >= {"relative", "absolute", "corrected"}
+    assert all(c["relative"]["exit_code"] == 0 for key, c in by_what.items() if key[1] != "planted")
+    assert by_what[("quiet1", "quiet2")]["absolute"]["exit_code"] == 1  # the machine, 1.7x slower
+    planted = by_what[("quiet3", "planted")]
+    assert planted["relative"]["planted_flagged"] == 1 and planted["relative"]["others_flagged"] == 0
+
+
+def test_noise_drift_reads_recorded_runs_again_with_per_process_rows_merged(tmp_path):
+    import json
+
+    from scripts import noise_drift
+
+    paths = {}
+    for i, name in enumerate(("quiet1", "quiet2", "loaded1", "loaded2")):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        with ResultsWriter(paths[name]) as writer:
+            for process in (0, 1):  # each case timed in two processes: a row each
+                for row in _run(10 * i + process, gates=("topk", "softmax"), rounds=4).to_dict("records"):
+                    writer.write({**row, "process": process, "processes": 2, "run_id": name})
+    out = tmp_path / "drift.json"
+    out.write_text(json.dumps({"runs": {name: {"path": str(path)} for name, path in paths.items()},
+                               "provenance": {"provenance": {}, "state": {}}}))
+    assert noise_drift.main(["--reread", "--out", str(out)]) == 0
+    table = json.loads(out.read_text())["ratios"]
+    [(label, entry)] = table.items()
+    assert label.startswith("softmax/eager vs topk") and entry["drift"] < 1.1  # 0.020 / 0.030 in every run
+    assert all(abs(v - 2 / 3) < 0.05 for v in entry["runs"].values())
