@@ -37,9 +37,10 @@ pytest-benchmark) are compared raw.
 ``ratio > factor``); **improvement** (``-``) symmetrically. A comparison with a noisy side
 (``reports.rounds.noise_flags``: IQR over 10% of the median, or load over the usable cores; relative and across
 processes only the load, as the spread is in the interval) is ``not judged (noisy)`` (mark ``~``) and does not
-fail, unless its interval lies wholly above the factor (a 3x slowdown is not noise). Rows measured with different ``threads``, on different devices or read with different clocks
-(``clock``: a CPU row without one was read with the wall clock) are never compared: they are
-``not comparable (threads 1 vs 2)`` (mark ``#``).
+fail, unless its interval lies wholly above the factor (a 3x slowdown is not noise). Rows measured with different
+``threads``, on different devices or read with different clocks (``clock``: a CPU row without one was read with the
+wall clock) are never compared: they are ``not comparable (threads 1 vs 2)`` (mark ``#``). Intervals are at
+``1 - alpha``, 99% by default (``DEFAULT_ALPHA``).
 
 **Exit code** (``Comparison.exit_code``): 0 no regression; 1 a regression, or a case that OLD had ``ok`` with a
 timing is, in NEW, gone (``g``), skipped (``s``), failed (``x``), ``ok`` without a timing (``?``) or not
