@@ -3,7 +3,7 @@
 Measured on this project's shared 2-core VMs (docs/performance.md), the speed of the same code moves in two ways
 that interleaved rounds inside one process cannot see: with the host's state over seconds to minutes, and with the
 process itself (two processes timing the same case in alternation, in the same seconds, read 26 and 42 µs). Two
-runs of unchanged code then differ by up to 1.8x, with intervals over rounds far narrower than that.
+runs of unchanged code then differ by up to 2.5x, with intervals over rounds far narrower than that.
 
 ``ProcessesExecutor`` does what pyperf does against the second: every case is timed in ``P`` worker processes,
 one after the other (never two at a time), and against the first it spreads them over the run: the whole suite

@@ -1,11 +1,11 @@
 """Relative comparisons between two runs: each case against its group's reference gate, timed in the same rounds.
 
-Two runs of unchanged code on a shared VM differ by up to 1.8x in absolute time (the host's state over seconds to
+Two runs of unchanged code on a shared VM differ by up to 2.5x in absolute time (the host's state over seconds to
 minutes, and the process itself: docs/performance.md), and no interval made inside one run covers that. Within a
 run, though, the cases of a group (``GROUP_KEYS``: same framework, device, mode, gating, shape, dtype) are timed
 in the same interleaved rounds of the same process, so whatever slows the machine or the process slows all of
 them alike, and a case's time over its group's **reference** (Top-k by default) in the same round cancels it.
-That per-round ratio moved by at most 1.42x between idle and loaded runs where absolute times moved 1.8x.
+Measured, back-to-back runs of unchanged code then passed where absolute times failed (docs/performance.md).
 
 ``gatebench compare`` (``reports.compare``) therefore judges, by default, each case by how its per-round ratio to
 the reference moved: ``ratio = median(NEW's per-round ratios) / median(OLD's per-round ratios)``, with a
