@@ -42,8 +42,8 @@ GROUP_KEYS: tuple[str, ...] = ("framework", "device", "mode", "gating", "batch",
 
 
 def method_relative(reference: str, few: bool = False) -> str:
-    return (f"relative to {reference}: judged on the ratio, too few rounds" if few
-            else f"relative to {reference}: bootstrap over per-round ratios")
+    return (f"relative to {reference}: ratio only, too few rounds" if few
+            else f"relative to {reference}: bootstrap over rounds")
 
 
 def group_of(row: Mapping[str, Any]) -> tuple:
