@@ -12,7 +12,7 @@ from harness.env import quiet_frameworks
 
 quiet_frameworks()  # before anything can import TensorFlow
 
-from harness.executors import ROW_MARKER  # noqa: E402
+from harness.children import DONE_MARKER, ROW_MARKER  # noqa: E402
 from harness.results import row_json  # noqa: E402
 from harness.tasks import execute_item  # noqa: E402
 
@@ -26,8 +26,6 @@ def _emit(item: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--stream"]:
-        from harness.processes import DONE_MARKER
-
         for line in sys.stdin:
             if line.strip():
                 _emit(line)

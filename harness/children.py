@@ -1,16 +1,28 @@
 """Worker subprocesses that never outlive the run: the death signal set before ``exec`` and their process group
-killed on the way out (``harness.executors.SubprocessExecutor``, ``harness.processes.StreamWorker``)."""
+killed on the way out (``harness.executors.SubprocessExecutor``, ``harness.processes.StreamWorker``), and the
+lines they answer with (``python -m harness``): a row as ``ROW_MARKER`` and its JSON, ``DONE_MARKER`` after the
+rows of an item (``--stream``)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["end_group", "worker_preexec"]
+__all__ = ["DONE_MARKER", "ROW_MARKER", "end_group", "row_of", "worker_preexec"]
+
+ROW_MARKER = "GATEBENCH_ROW "
+DONE_MARKER = "GATEBENCH_DONE"
+
+
+def row_of(line: str) -> dict[str, Any] | None:
+    """The row a worker's stdout line carries (after ``ROW_MARKER``), else None."""
+    return json.loads(line[len(ROW_MARKER):]) if line.startswith(ROW_MARKER) else None
 
 
 def end_group(proc: subprocess.Popen) -> None:

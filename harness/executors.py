@@ -30,16 +30,16 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from harness.children import ROW_MARKER, row_of
 from harness.children import end_group as _end_group
 from harness.children import worker_preexec as _worker_preexec
 from harness.env import quiet_frameworks
 from harness.results import make_row
 from harness.suite import TimingSettings
-from harness.tasks import Task, TaskGroup, execute_item
+from harness.tasks import Task, TaskGroup, execute_item, tasks_of
 
 __all__ = ["Executor", "InProcessExecutor", "SubprocessExecutor", "ROW_MARKER", "EXECUTORS", "make_executor"]
 
-ROW_MARKER = "GATEBENCH_ROW "
 
 
 class Executor(Protocol):
@@ -78,7 +78,7 @@ class SubprocessExecutor:
     def run_one(self, item: Task | TaskGroup) -> list[tuple[Task, dict[str, Any]]]:
         """Run a task or a group in one ``python -m harness`` process: a row per task, ``failed`` for a task
         whose row did not come back (crash, kill, out of memory, time limit: ``timeout_s`` per task)."""
-        tasks = list(item.tasks) if isinstance(item, TaskGroup) else [item]
+        tasks = tasks_of(item)
         timeout = None if self.timeout_s is None else self.timeout_s * len(tasks)
         proc = subprocess.Popen([self.python, "-m", "harness"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=_worker_preexec(self.cpus),
@@ -96,8 +96,8 @@ class SubprocessExecutor:
                 _end_group(proc)
         rows = {}
         for line in stdout.splitlines():
-            if line.startswith(ROW_MARKER):
-                row = json.loads(line[len(ROW_MARKER):])
+            row = row_of(line)
+            if row is not None:
                 rows[row.get("case_id")] = row
         tail = (stderr or "").strip().splitlines()[-5:]
         lost = (f"subprocess: exited with code {proc.returncode} without a row"

@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.machine import thread_env, usable_cores
 from harness.results import make_row
-from harness.tasks import Task, TaskGroup, execute_item
+from harness.tasks import Task, TaskGroup, execute_item, tasks_of
 
 __all__ = ["Unit", "plan_units", "run_unit", "split_cores", "LocalPoolExecutor", "BATCH_TARGET_S",
            "RUN_S_PER_STEP", "MAX_BATCH"]
@@ -58,7 +58,7 @@ class Unit:
 
     @property
     def tasks(self) -> list[Task]:
-        return [task for item in self.items for task in (item.tasks if isinstance(item, TaskGroup) else [item])]
+        return [task for item in self.items for task in tasks_of(item)]
 
     def to_json(self) -> list[dict[str, Any]]:
         return [item.to_json() for item in self.items]
@@ -76,7 +76,7 @@ class Unit:
 
 
 def _resource(item: Task | TaskGroup) -> str:
-    first = item.tasks[0] if isinstance(item, TaskGroup) else item
+    first = tasks_of(item)[0]
     if first.kind != "timing":
         return "recovery"
     return "gpu_timing" if first.params.get("device") == "gpu" else "cpu_timing"

@@ -38,17 +38,14 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from harness.children import end_group, worker_preexec
+from harness.children import DONE_MARKER, end_group, row_of, worker_preexec
 from harness.env import quiet_frameworks
 from harness.merge import is_part
 from harness.results import make_row
 from harness.suite import TimingSettings
-from harness.tasks import Task, TaskGroup
+from harness.tasks import Task, TaskGroup, tasks_of
 
-__all__ = ["ProcessesExecutor", "StreamWorker", "worker_settings", "DONE_MARKER"]
-
-DONE_MARKER = "GATEBENCH_DONE"
-_ROW_MARKER = "GATEBENCH_ROW "  # harness.executors.ROW_MARKER (not imported: executors imports this module)
+__all__ = ["ProcessesExecutor", "StreamWorker", "worker_settings"]
 
 
 def worker_settings(settings: TimingSettings, process: int) -> TimingSettings:
@@ -60,10 +57,6 @@ def worker_settings(settings: TimingSettings, process: int) -> TimingSettings:
         min_reps=math.ceil(settings.min_reps / share), max_reps=max(math.ceil(settings.max_reps / share),
                                                                     math.ceil(settings.min_reps / share)),
         round_seed=settings.round_seed + process, max_rounds=max(settings.rounds_per_process, 1))
-
-
-def _tasks_of(item: Task | TaskGroup) -> list[Task]:
-    return list(item.tasks) if isinstance(item, TaskGroup) else [item]
 
 
 def _with_settings(tasks: Sequence[Task], settings: TimingSettings) -> Task | TaskGroup:
@@ -99,7 +92,7 @@ class StreamWorker:
         return self._proc.poll() is None
 
     def run(self, item: Task | TaskGroup) -> list[tuple[Task, dict[str, Any]]]:
-        tasks = _tasks_of(item)
+        tasks = tasks_of(item)
         limit = None if self.timeout_s is None else self.timeout_s * len(tasks)
         rows: dict[str, dict[str, Any]] = {}
         why = None
@@ -114,8 +107,8 @@ class StreamWorker:
                     break
                 if line == DONE_MARKER:
                     break
-                if line.startswith(_ROW_MARKER):
-                    row = json.loads(line[len(_ROW_MARKER):])
+                row = row_of(line)
+                if row is not None:
                     rows[row.get("case_id")] = row
         except queue.Empty:
             why = f"worker process ran past its time limit ({self.timeout_s:g} s per case) and was killed"
@@ -187,13 +180,13 @@ class ProcessesExecutor:
             worker: StreamWorker | None = None
             try:
                 for item in items:
-                    settings = _tasks_of(item)[0].settings
+                    settings = tasks_of(item)[0].settings
                     if settings is None:  # not a timing item: run once, unstamped
                         if process == 0:
                             worker = worker if worker is not None and worker.alive else self._worker()
                             yield from worker.run(item)
                         continue
-                    todo = [task for task in _tasks_of(item) if (task.case_id, process) not in self.done]
+                    todo = [task for task in tasks_of(item) if (task.case_id, process) not in self.done]
                     if not todo:
                         continue
                     worker = worker if worker is not None and worker.alive else self._worker()

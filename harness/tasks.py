@@ -39,8 +39,8 @@ from harness.rounds import adaptive_stop, round_ratio_cis, round_timer, schedule
 from harness.suite import TimingSettings
 from harness.timer import Timing, time_fn
 
-__all__ = ["Task", "TaskGroup", "GROUP_KEYS", "group_tasks", "execute_item", "execute_task", "execute_group",
-           "execute_timing", "execute_recovery"]
+__all__ = ["Task", "TaskGroup", "GROUP_KEYS", "group_tasks", "tasks_of", "execute_item", "execute_task",
+           "execute_group", "execute_timing", "execute_recovery"]
 
 # Accuracy columns of ``Workload.check()`` recorded in a timing row.
 _ACCURACY_COLUMNS: tuple[str, ...] = ("max_abs_err", "max_grad_err", "fd_grad_err", "ambiguous_rows")
@@ -92,6 +92,11 @@ class TaskGroup:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TaskGroup:
         return cls(tuple(Task.from_json(item) for item in data["group"]))
+
+
+def tasks_of(item: Task | TaskGroup) -> list[Task]:
+    """The tasks of a task or a group, in order."""
+    return list(item.tasks) if isinstance(item, TaskGroup) else [item]
 
 
 def group_tasks(tasks: Sequence[Task]) -> list[Task | TaskGroup]:
