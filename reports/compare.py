@@ -91,7 +91,6 @@ from .relative import (
     DEFAULT_REFERENCE,
     ReferenceIndex,
     group_of,
-    method_relative,
     reference_consensus,
     relative_estimate,
     relative_ratios,
@@ -108,6 +107,8 @@ DEFAULT_FACTOR = 1.3
 # (docs/performance.md, "Between runs").
 DEFAULT_ALPHA = 0.01
 EXIT_OK, EXIT_REGRESSION, EXIT_NOTHING = 0, 1, 2
+# How a case that both sides timed was judged (``judged`` of a case's record; not a column of the table).
+_RELATIVE, _ABSOLUTE = "relative", "absolute"
 # Appended to the method of a comparison judged on speed-corrected timings.
 SPEED_CORRECTED = ", speed-corrected"
 
@@ -269,14 +270,9 @@ def _status_mark(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[s
     return MARK_SAME, False, _LABELS[MARK_SAME]
 
 
-def _n_processes(row: Mapping[str, Any] | None) -> float:
-    owners = sample_of(row).processes if row is not None else None
-    return float(np.unique(owners).size) if owners is not None else math.nan
-
-
-def _n_rounds(row: Mapping[str, Any] | None) -> float:
-    rounds = sample_of(row).rounds if row is not None else None
-    return float(np.unique(rounds).size) if rounds is not None else math.nan
+def _n_distinct(labels: np.ndarray | None) -> float:
+    """How many rounds (or processes) a side's samples came from; NaN when it does not record them."""
+    return float(np.unique(labels).size) if labels is not None else math.nan
 
 
 def _raw_ratio(case: Sample, base: Sample) -> float:
@@ -356,21 +352,24 @@ def _judged_relative(before: Mapping[str, Any], after: Mapping[str, Any], refs: 
     return dict(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=math.nan,
                 tested=math.isfinite(est.ci_low) and math.isfinite(est.ci_high), method=est.method,
                 flags=", ".join(flags), mark=symbol, change=got if symbol == MARK_NOT_JUDGED else _LABELS[symbol],
-                raw_ratio=absolute, speed=probe_ratio(before, after))
+                raw_ratio=absolute, speed=probe_ratio(before, after), judged=_RELATIVE)
 
 
 def _compare_case(cid: object, before: dict | None, after: dict | None, refs: tuple[Any, Any] | None = None,
                   **how) -> dict:
     nan = np.nan
+    old, new = (sample_of(row) if row is not None else None for row in (before, after))
     rec: dict = {"case_id": cid, "before_ms": before.get("median_ms") if before else nan,
                  "after_ms": after.get("median_ms") if after else nan,
                  "ratio": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "tested": False, "method": "",
                  "raw_ratio": nan, "speed": nan,
-                 "before_n": sample_of(before).values.size if before else 0,
-                 "after_n": sample_of(after).values.size if after else 0,
-                 "before_rounds": _n_rounds(before), "after_rounds": _n_rounds(after),
-                 "before_processes": _n_processes(before), "after_processes": _n_processes(after),
-                 "flags": "", "missing": False, "old_timed": timed(before)}
+                 "before_n": old.values.size if old is not None else 0,
+                 "after_n": new.values.size if new is not None else 0,
+                 "before_rounds": _n_distinct(old.rounds if old is not None else None),
+                 "after_rounds": _n_distinct(new.rounds if new is not None else None),
+                 "before_processes": _n_distinct(old.processes if old is not None else None),
+                 "after_processes": _n_distinct(new.processes if new is not None else None),
+                 "flags": "", "missing": False, "old_timed": timed(before), "judged": None}
     if before is None or after is None:
         rec["mark"] = MARK_NEW if before is None else MARK_GONE
         rec["change"], rec["missing"] = _LABELS[rec["mark"]], rec["old_timed"]
@@ -378,7 +377,7 @@ def _compare_case(cid: object, before: dict | None, after: dict | None, refs: tu
         rec["mark"], rec["missing"], rec["change"] = status
     else:
         relative = _judged_relative(before, after, refs, **how) if refs is not None else None
-        rec.update(relative if relative is not None else _judged(before, after, **how))
+        rec.update(relative if relative is not None else {**_judged(before, after, **how), "judged": _ABSOLUTE})
     return rec
 
 
@@ -386,17 +385,14 @@ def _judge_references(rows: list[dict], cases: Mapping[Any, tuple[dict | None, d
     """Reference cases of groups with cases judged against them: slower when every such case (two or more) reads
     faster against it (``reports.relative.reference_consensus``), else unchanged; ``ratio`` is how the reference
     moved against its group (the median inverted ratio), ``raw_ratio`` its absolute ratio."""
-    relative_method = method_relative(reference).split(":")[0]
     judged: dict[tuple, list[dict]] = {}
     for rec in rows:
-        after = cases[rec["case_id"]][1]
-        if after is not None and str(rec["method"]).startswith(relative_method) and np.isfinite(rec["ratio"]) \
-                and rec["mark"] in (MARK_SLOWER, MARK_FASTER, MARK_SAME):
-            judged.setdefault(group_of(after), []).append(rec)
+        if rec["judged"] == _RELATIVE and np.isfinite(rec["ratio"]) and rec["mark"] in (MARK_SLOWER, MARK_FASTER,
+                                                                                         MARK_SAME):
+            judged.setdefault(group_of(cases[rec["case_id"]][1]), []).append(rec)
     for rec in rows:
-        before, after = cases[rec["case_id"]]
-        if after is None or before is None or after.get("gate") != reference or rec["mark"] in (
-                MARK_NEW, MARK_GONE, MARK_FAILED, MARK_SKIPPED, MARK_UNTIMED, MARK_INCOMPARABLE, MARK_FIXED):
+        after = cases[rec["case_id"]][1]
+        if rec["judged"] != _ABSOLUTE or after.get("gate") != reference:
             continue
         group = judged.get(group_of(after), [])
         if not group:
@@ -405,7 +401,6 @@ def _judge_references(rows: list[dict], cases: Mapping[Any, tuple[dict | None, d
         slower = reference_consensus([r["mark"] for r in group], ratios, MARK_FASTER)
         moved = slower if slower is not None else float(np.median([1.0 / r for r in ratios]))
         rec.update(ratio=moved, ci_low=np.nan, ci_high=np.nan, tested=False, p_value=np.nan,
-                   raw_ratio=rec["raw_ratio"],
                    mark=MARK_SLOWER if slower is not None else MARK_SAME,
                    change=_LABELS[MARK_SLOWER if slower is not None else MARK_SAME],
                    method=f"reference: {sum(r['mark'] == MARK_FASTER for r in group)} of {len(group)} cases of its "

@@ -236,19 +236,16 @@ def process_medians_of(sample: Sample) -> np.ndarray:
 
 def welch_log_ratio(case: np.ndarray, base: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float, float]:
     """``(ratio, low, high)``: the ratio of the geometric means of two sets of positive times with the Welch t
-    interval of the difference of their log means at ``level`` (two or more values a side; NaN interval when
-    both sides have no spread)."""
+    interval (``scipy.stats.ttest_ind``, ``equal_var=False``) of the difference of their log means at ``level``
+    (two or more values a side; when neither side has any spread, the interval is the ratio itself)."""
     from scipy import stats as _stats
 
     a, b = np.log(np.asarray(base, dtype=float)), np.log(np.asarray(case, dtype=float))
-    diff = float(b.mean() - a.mean())
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return math.exp(diff), math.exp(diff), math.exp(diff)
-    df = (va + vb) ** 2 / ((va**2 / (a.size - 1) if va else 0.0) + (vb**2 / (b.size - 1) if vb else 0.0))
-    half = float(_stats.t.ppf(0.5 + level / 2.0, df)) * se
-    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
+    ratio = math.exp(float(b.mean() - a.mean()))
+    if a.var() == 0.0 and b.var() == 0.0:
+        return ratio, ratio, ratio
+    interval = _stats.ttest_ind(b, a, equal_var=False).confidence_interval(level)
+    return ratio, math.exp(float(interval.low)), math.exp(float(interval.high))
 
 
 def between_runs(

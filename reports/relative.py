@@ -29,8 +29,8 @@ import numpy as np
 
 from harness.rounds import round_ratios
 
-from .comparison import MIN_UNITS, Estimate, baseline_impl, finite
-from .stats import DEFAULT_BOOTSTRAP, bootstrap_ratio_ci
+from .comparison import MIN_UNITS, Estimate, Sample, baseline_impl, finite, round_medians
+from .stats import DEFAULT_BOOTSTRAP
 
 __all__ = ["DEFAULT_REFERENCE", "GROUP_KEYS", "ReferenceIndex", "relative_ratios", "relative_estimate",
            "reference_consensus", "method_relative"]
@@ -100,13 +100,11 @@ def relative_ratios(row: Mapping[str, Any] | None, ref: Mapping[str, Any] | None
 def relative_estimate(new: np.ndarray, old: np.ndarray, reference: str, *, level: float = 0.95,
                       n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Estimate:
     """``median(new) / median(old)`` of two sides' per-round ratios, with a percentile bootstrap interval over
-    each side's rounds; with fewer than ``MIN_UNITS`` rounds a side, the ratio alone (no interval)."""
-    ratio = float(np.median(new) / np.median(old))
+    each side's rounds; with fewer than ``MIN_UNITS`` rounds a side, the ratio alone (no interval). The
+    statistic is ``reports.comparison.round_medians`` with each per-round ratio as one unit."""
+    got = round_medians(Sample(new), Sample(old), level=level, n_boot=n_boot, seed=seed)
     units = int(min(new.size, old.size))
-    if units < MIN_UNITS:
-        return Estimate(ratio, math.nan, math.nan, method_relative(reference, few=True), units)
-    low, high = bootstrap_ratio_ci(new, old, level=level, n_boot=n_boot, seed=seed)
-    return Estimate(ratio, low, high, method_relative(reference), units)
+    return Estimate(got.ratio, got.ci_low, got.ci_high, method_relative(reference, few=units < MIN_UNITS), units)
 
 
 def reference_consensus(marks: Sequence[str], ratios: Sequence[float], faster: str) -> float | None:
