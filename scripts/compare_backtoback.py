@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clock", default=None, choices=["auto", "wall", "cpu"], help="pass --clock to gatebench run")
     p.add_argument("--processes", type=int, default=None, help="pass --processes to gatebench run")
     p.add_argument("--compare-only", action="store_true",
-                   help="run nothing: compare the runs already in --work (their summary keeps no timings of runs)")
+                   help="run nothing: compare the runs already in --work (what an earlier --out recorded of them "
+                        "is kept)")
     args = p.parse_args(argv)
     if args.quiet < 1 or args.loaded < 0:
         p.error("--quiet: expected >= 1 and --loaded >= 0")
